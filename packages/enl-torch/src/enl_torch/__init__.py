@@ -1,0 +1,1 @@
+"""enl_torch: ENL and NonLocal for PyTorch (under construction)."""
