@@ -21,11 +21,11 @@ help: ## List the targets with a one-line description.
 
 setup: $(STAMP) ## Create .venv with all three packages (editable) and pinned deps; quick when done.
 
-$(STAMP): requirements/constraints.txt requirements/dev.txt packages/enl-core/pyproject.toml packages/enl-keras/pyproject.toml packages/enl-torch/pyproject.toml
+$(STAMP): requirements/constraints.txt requirements/dev.txt packages/enl-core/pyproject.toml packages/enl-keras/pyproject.toml packages/enl-torch/pyproject.toml experiments/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt \
-		-e packages/enl-core -e 'packages/enl-keras[garden]' -e 'packages/enl-torch[detection,export]'
+		-e packages/enl-core -e 'packages/enl-keras[garden]' -e 'packages/enl-torch[detection,export]' -e experiments
 	touch $@
 
 test: setup ## Run the whole default suite (each framework in its own process); non-zero on any failure or an empty suite.

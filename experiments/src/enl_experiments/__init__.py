@@ -1,0 +1,1 @@
+"""enl_experiments: the embedded dataset, the main job, benchmarks and figures."""
