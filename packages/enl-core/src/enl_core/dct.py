@@ -122,7 +122,8 @@ def apply_position_fft(g: np.ndarray, dct_size=(9, 9), dct_weights=None) -> np.n
     return scipy.fft.idctn(spectrum * (mask**2)[:, :, None], type=2, norm="ortho", axes=(0, 1))
 
 
-def position_filter(height: int, width: int, position, dct_size=(9, 9), dct_weights=None) -> np.ndarray:
+def position_filter(height: int, width: int, position, dct_size=(9, 9),
+                    dct_weights=None) -> np.ndarray:
     """Row ``i`` of L as an H x W image: the spatial filter that position ``i``
     applies to g (the paper's Fig. 3 d, e).
 
