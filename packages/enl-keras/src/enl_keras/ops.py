@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 from keras import ops
 
 NL_MODES = ("dot_product", "embedded_gaussian")
@@ -30,9 +31,21 @@ def accumulation_dtype(dtype) -> str:
     return "float64" if "float64" in name else "float32"
 
 
+def matmul(a, b):
+    """``a @ b`` (broadcasting), keeping float64 float64 on every backend.
+
+    Keras' type promotion maps float64 to float32 outside TensorFlow (JAX's
+    default), so ``ops.matmul`` would quietly turn the float64 reference
+    checks into float32 ones on the torch backend; einsum keeps the dtype.
+    """
+    if keras.backend.backend() != "tensorflow" and "float64" in str(a.dtype):
+        return ops.einsum("...ij,...jk->...ik", a, b)
+    return ops.matmul(a, b)
+
+
 def project(x, kernel, bias=None):
     """1x1 convolutions as one matmul: (B, N, C_in) @ (C_in, C_out) + bias."""
-    y = ops.matmul(x, kernel)
+    y = matmul(x, kernel)
     return y if bias is None else y + bias
 
 
@@ -83,13 +96,13 @@ def position_term(g, dct_scale):
     basis_h = dct_basis(height, k_h, g.dtype)  # H, kH
     basis_w = dct_basis(width, k_w, g.dtype)  # W, kW
     # E-hat^T g: contract W (per image row), then H.
-    rows = ops.matmul(ops.transpose(basis_w), ops.reshape(g, (-1, width, inter)))  # B H, kW, C'
+    rows = matmul(ops.transpose(basis_w), ops.reshape(g, (-1, width, inter)))  # B H, kW, C'
     rows = ops.reshape(rows, (-1, height, k_w * inter))  # B, H, kW C'
-    coefficients = ops.matmul(ops.transpose(basis_h), rows)  # B, kH, kW C'
+    coefficients = matmul(ops.transpose(basis_h), rows)  # B, kH, kW C'
     coefficients = ops.reshape(coefficients, (-1, k_h, k_w, inter)) * dct_scale[:, :, None]
     # E-hat S: expand H, then W.
-    rows = ops.matmul(basis_h, ops.reshape(coefficients, (-1, k_h, k_w * inter)))  # B, H, kW C'
-    spatial = ops.matmul(basis_w, ops.reshape(rows, (-1, k_w, inter)))  # B H, W, C'
+    rows = matmul(basis_h, ops.reshape(coefficients, (-1, k_h, k_w * inter)))  # B, H, kW C'
+    spatial = matmul(basis_w, ops.reshape(rows, (-1, k_w, inter)))  # B H, W, C'
     return ops.reshape(spatial, (-1, height, width, inter))  # B, H, W, C'
 
 
@@ -115,7 +128,7 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
     g_wide = ops.cast(g, accumulate)  # B, N, C'
     context = ops.einsum("bnc,bnd->bcd", ops.cast(phi, accumulate), g_wide)  # B, C', C'
     context = context / ops.cast(_num_positions(x), accumulate)
-    y = ops.matmul(theta, ops.cast(context, theta.dtype))  # B, N, C'
+    y = matmul(theta, ops.cast(context, theta.dtype))  # B, N, C'
     if dct_scale is not None:
         grid = ops.reshape(g_wide, (-1, shape[1], shape[2], g.shape[-1]))  # B, H, W, C'
         position = ops.reshape(position_term(grid, dct_scale), ops.shape(y))
@@ -131,7 +144,7 @@ def nonlocal_affinity(theta, phi, mode: str = "embedded_gaussian", scale: bool =
     softmax over the keys of ``theta phi^T`` (eq. 3), scaled by
     ``1/sqrt(C')`` when ``scale``. With N = 1 query it is one row, O(N').
     """
-    logits = ops.matmul(theta, ops.transpose(phi, (0, 2, 1)))  # B, N, N'
+    logits = matmul(theta, ops.transpose(phi, (0, 2, 1)))  # B, N, N'
     if mode == "dot_product":
         return logits / ops.cast(ops.shape(phi)[1], logits.dtype)
     if scale:
@@ -166,7 +179,7 @@ def nonlocal_block(x, projection_kernel, projection_bias, output_kernel, output_
     if sub_sample:
         keys = max_pool_2x2(phi, shape[1], shape[2])  # B, N', C'
         values = max_pool_2x2(g, shape[1], shape[2])  # B, N', C'
-    y = ops.matmul(nonlocal_affinity(theta, keys, mode, scale), values)  # B, N, C'
+    y = matmul(nonlocal_affinity(theta, keys, mode, scale), values)  # B, N, C'
     if dct_scale is not None:
         grid = ops.reshape(g, (-1, shape[1], shape[2], g.shape[-1]))
         y = y + ops.reshape(position_term(grid, dct_scale), ops.shape(y))
