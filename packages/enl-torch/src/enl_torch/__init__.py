@@ -1,1 +1,14 @@
-"""enl_torch: ENL and NonLocal for PyTorch (under construction)."""
+"""enl_torch: the Efficient Non-Local block for PyTorch (Levi & Ullman, BMVC 2019).
+
+``ENL`` and ``NonLocal`` take NCHW tensors and hold the same numbers as the
+float64 reference ``enl_core`` (ENL-SPEC.md). ``convert`` moves weights to and
+from the Keras layers and the neutral ``.npz``; ``functional`` is the math.
+"""
+
+from enl_torch import functional
+from enl_torch.enl import ENL
+from enl_torch.nonlocal_block import NonLocal
+
+__version__ = "0.1.0"
+
+__all__ = ["ENL", "NonLocal", "functional"]
