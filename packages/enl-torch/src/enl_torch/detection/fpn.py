@@ -1,0 +1,209 @@
+"""ENL-FPN: torchvision's FeaturePyramidNetwork with blocks on the top-down stream.
+
+The paper's coarse-to-fine placement (Levi & Ullman 2019, Sec. 3.3; ENL-SPEC
+"Coarse-to-fine placement"): the top-down stream computes ``P5 = lat(C5)``,
+then ``P_l = lat(C_l) + upsample(P_{l+1})``. A block is applied to the merged
+top-down feature of each chosen level *before* it is upsampled into the next
+finer level, so each block sees what the coarser blocks passed down::
+
+    last_inner = block_5(lat(C5))                          -> layer_5 -> P5
+    last_inner = block_4(lat(C4) + up(last_inner))         -> layer_4 -> P4
+    last_inner = block_3(lat(C3) + up(last_inner))         -> layer_3 -> P3
+    last_inner =          lat(C2) + up(last_inner)         -> layer_2 -> P2
+
+Everything else (lateral and output convolutions, their initialisation, the
+``state_dict`` layout and its version upgrade, ``extra_blocks``) is
+torchvision's, inherited: a torchvision FPN checkpoint loads into this module
+with only the blocks' keys missing, and with the default zero-initialised
+blocks the output equals torchvision's exactly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
+
+BLOCK_TYPES = ("enl", "nl")
+DEFAULT_BLOCK_LEVELS = (5, 4, 3)
+
+BlockFactory = Callable[[int], nn.Module]
+
+
+def block_factory(block: str | BlockFactory, block_kwargs: Mapping[str, Any] | None = None
+                  ) -> BlockFactory:
+    """Resolves ``block`` to a callable ``channels -> nn.Module``.
+
+    Args:
+        block: ``"enl"`` (:class:`enl_torch.ENL`), ``"nl"`` (:class:`enl_torch.NonLocal`
+            with the embedded-Gaussian affinity, the paper's "NL" baseline) or a
+            callable taking the channel count and returning an NCHW module that
+            keeps the shape (residual included).
+        block_kwargs: extra keyword arguments for ``ENL`` / ``NonLocal``
+            (e.g. ``{"dct_size": (7, 7)}``); only with a string ``block``.
+
+    Returns:
+        The factory.
+
+    Raises:
+        ValueError: ``block`` is an unknown name.
+        TypeError: ``block`` is neither a name nor callable, or ``block_kwargs``
+            is given with a callable.
+
+    Example::
+
+        make = block_factory("enl", {"dct_size": 7})
+        enl = make(256)
+    """
+    kwargs = dict(block_kwargs or {})
+    if isinstance(block, str):
+        if block not in BLOCK_TYPES:
+            raise ValueError(f"`block` must be one of {BLOCK_TYPES} or a callable, "
+                             f"received {block!r}")
+        import enl_torch  # the blocks live in the package root; imported late to avoid a cycle
+
+        if block == "enl":
+            return lambda channels: enl_torch.ENL(channels, **kwargs)
+        kwargs.setdefault("mode", "embedded_gaussian")
+        return lambda channels: enl_torch.NonLocal(channels, **kwargs)
+    if not callable(block):
+        raise TypeError(f"`block` must be one of {BLOCK_TYPES} or a callable "
+                        f"(channels) -> nn.Module, received {block!r}")
+    if kwargs:
+        raise TypeError(f"`block_kwargs` only applies to a named block ({BLOCK_TYPES}); "
+                        f"received {kwargs!r} with block={block!r}")
+    return block
+
+
+def _levels(name: str, value, allow_empty: bool) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"`{name}` must be a sequence of ints, received {value!r}")
+    levels = tuple(value)
+    if not allow_empty and not levels:
+        raise ValueError(f"`{name}` must name at least one level, received {value!r}")
+    for level in levels:
+        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+            raise ValueError(f"`{name}` must be non-negative ints, received {value!r}")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"`{name}` must not repeat a level, received {value!r}")
+    return levels
+
+
+class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
+    """FPN whose top-down stream applies ENL (or NL) blocks, coarse to fine.
+
+    Levi & Ullman, "Efficient Coarse-to-Fine Non-Local Module for the Detection
+    of Small Objects", BMVC 2019, Sec. 3.3 and Fig. 1.
+
+    Args:
+        in_channels_list: channels of each input map, finest first (torchvision's).
+        out_channels: FPN channels (the blocks run at this width).
+        extra_blocks: torchvision's ``ExtraFPNBlock`` (e.g. ``LastLevelMaxPool``).
+        norm_layer: norm of the lateral / output convolutions (torchvision's).
+        levels: the pyramid level of each input map, finest first; default
+            ``(2, 3, ...)``, torchvision's ResNet ``C2..C5`` (stride ``2**level``).
+        block_levels: the levels that get a block; default ``(5, 4, 3)``. Order
+            does not matter: the stream always runs coarse to fine.
+        block: ``"enl"``, ``"nl"`` or a factory ``(channels) -> nn.Module``.
+        block_kwargs: keyword arguments for a named block.
+
+    Attributes:
+        top_down_blocks: ``nn.ModuleList`` aligned with the inputs; ``nn.Identity``
+            where a level has no block (``state_dict`` keys
+            ``top_down_blocks.<input index>.<block key>``).
+
+    Raises:
+        ValueError / TypeError: naming the argument, e.g. a block level that is
+            not among ``levels``.
+
+    Example::
+
+        fpn = ENLFeaturePyramidNetwork([256, 512, 1024, 2048], 256,
+                                       extra_blocks=LastLevelMaxPool())
+        features = fpn(OrderedDict(zip("0123", [c2, c3, c4, c5])))
+    """
+
+    def __init__(
+        self,
+        in_channels_list: list[int],
+        out_channels: int,
+        extra_blocks: ExtraFPNBlock | None = None,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        levels: Sequence[int] | None = None,
+        block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
+        block: str | BlockFactory = "enl",
+        block_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(in_channels_list, out_channels, extra_blocks, norm_layer)
+        num_inputs = len(in_channels_list)
+        levels = tuple(range(2, 2 + num_inputs)) if levels is None else _levels(
+            "levels", levels, allow_empty=False)
+        if len(levels) != num_inputs:
+            raise ValueError(f"`levels` must give one level per input map "
+                             f"({num_inputs} in `in_channels_list`), received {levels!r}")
+        if list(levels) != sorted(levels):
+            raise ValueError(f"`levels` must be ordered finest first (increasing), "
+                             f"received {levels!r}")
+        block_levels = _levels("block_levels", block_levels, allow_empty=True)
+        unknown = [level for level in block_levels if level not in levels]
+        if unknown:
+            raise ValueError(f"`block_levels` must be among the input levels {levels}, "
+                             f"received {block_levels!r}")
+        make_block = block_factory(block, block_kwargs)
+        self.levels = levels
+        self.block_levels = tuple(sorted(block_levels, reverse=True))
+        self.top_down_blocks = nn.ModuleList(
+            make_block(out_channels) if level in block_levels else nn.Identity()
+            for level in levels)
+
+    def get_result_from_top_down_blocks(self, x: Tensor, idx: int) -> Tensor:
+        """``self.top_down_blocks[idx](x)``, written like torchvision's
+        ``get_result_from_inner_blocks`` so that the module stays scriptable."""
+        num_blocks = len(self.top_down_blocks)
+        if idx < 0:
+            idx += num_blocks
+        out = x
+        for i, module in enumerate(self.top_down_blocks):
+            if i == idx:
+                out = module(x)
+        return out
+
+    def forward(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Computes the pyramid; same inputs and outputs as torchvision's FPN.
+
+        torchvision's ``forward`` has no hook between the top-down merge and the
+        upsample, which is where the block must sit, so the loop is restated
+        here with that one call added; every module it calls is the parent's.
+        """
+        names = list(x.keys())
+        features = list(x.values())
+        if len(features) != len(self.inner_blocks):
+            raise ValueError(f"the FPN expects {len(self.inner_blocks)} feature maps "
+                             f"(levels {self.levels}), received {len(features)}: {names}")
+
+        last_inner = self.get_result_from_inner_blocks(features[-1], -1)
+        last_inner = self.get_result_from_top_down_blocks(last_inner, -1)
+        results = [self.get_result_from_layer_blocks(last_inner, -1)]
+
+        for idx in range(len(features) - 2, -1, -1):
+            inner_lateral = self.get_result_from_inner_blocks(features[idx], idx)
+            feat_shape = inner_lateral.shape[-2:]
+            inner_top_down = F.interpolate(last_inner, size=feat_shape, mode="nearest")
+            # The block sees the merged feature and its output is what the next,
+            # finer level upsamples (coarse to fine).
+            last_inner = self.get_result_from_top_down_blocks(inner_lateral + inner_top_down, idx)
+            results.insert(0, self.get_result_from_layer_blocks(last_inner, idx))
+
+        if self.extra_blocks is not None:
+            results, names = self.extra_blocks(results, features, names)
+
+        # (indexing, not zip: TorchScript has no zip(strict=...))
+        return OrderedDict([(names[i], results[i]) for i in range(len(results))])
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, block_levels={self.block_levels}"

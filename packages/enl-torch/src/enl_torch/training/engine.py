@@ -1,0 +1,135 @@
+"""One optimizer step of a torchvision detector, the same on any number of processes.
+
+A step consumes one *global batch* of ``batch_size * grad_accumulation *
+world_size`` images, split into micro-batches of ``batch_size`` numbered
+``0 .. grad_accumulation * world_size - 1``; rank ``r`` runs micro-batches
+``r * grad_accumulation ...``. The images of a global batch come from a
+permutation drawn from ``(seed, epoch)`` alone, and before each micro-batch
+the torch generator is seeded from ``(seed, step, micro-batch)``: the RPN and
+RoI samplers (``torch.randperm``) then draw the same numbers whichever process
+runs the micro-batch. Hence two processes with one micro-batch each compute
+the same gradients as one process accumulating both micro-batches (DDP
+averages over ranks, accumulation over micro-batches: both are the mean over
+micro-batches), and a resumed run repeats exactly the steps it skipped.
+
+Note that torchvision's detection losses are normalised per micro-batch
+(sampled anchors, RoIs, mask pixels), so a step on one micro-batch of four
+images is not the same function as the mean of four one-image micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from enl_torch.data.coco import CocoDetection, collate
+from enl_torch.data.seeding import derived_seed
+
+
+class BatchPlan:
+    """Which images each micro-batch of each step reads.
+
+    Args:
+        num_images: images in the training set.
+        batch_size: images per micro-batch (per process, per forward).
+        grad_accumulation: micro-batches per process per step.
+        world_size: processes.
+        seed: seed of the epoch permutations.
+
+    Raises:
+        ValueError: the dataset has fewer images than one global batch.
+    """
+
+    def __init__(self, num_images: int, batch_size: int, grad_accumulation: int,
+                 world_size: int, seed: int) -> None:
+        for name, value in (("batch_size", batch_size), ("grad_accumulation", grad_accumulation),
+                            ("world_size", world_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, received {value!r}")
+        self.num_images = num_images
+        self.batch_size = batch_size
+        self.grad_accumulation = grad_accumulation
+        self.world_size = world_size
+        self.seed = seed
+        self.global_batch = batch_size * grad_accumulation * world_size
+        if num_images < self.global_batch:
+            raise ValueError(f"the training set has {num_images} images, fewer than one global "
+                             f"batch (batch_size {batch_size} x grad_accumulation "
+                             f"{grad_accumulation} x world_size {world_size} = "
+                             f"{self.global_batch})")
+        self.steps_per_epoch = num_images // self.global_batch  # the remainder is dropped
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
+        return torch.randperm(self.num_images, generator=generator).tolist()
+
+    def micro_batches(self, step: int, rank: int) -> list[tuple[int, list[int]]]:
+        """``[(micro-batch number, image indices), ...]`` of ``rank`` at ``step``."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = self.order(epoch)
+        start = within * self.global_batch
+        plan = []
+        for offset in range(self.grad_accumulation):
+            number = rank * self.grad_accumulation + offset
+            first = start + number * self.batch_size
+            plan.append((number, order[first:first + self.batch_size]))
+        return plan
+
+
+def _to_device(images, targets, device: torch.device):
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, dataset: CocoDetection,
+               plan: BatchPlan, step: int, rank: int, device: torch.device,
+               clip_grad_norm: float | None = None) -> dict[str, float]:
+    """Runs optimizer step ``step`` on this rank's micro-batches.
+
+    ``model`` may be wrapped in ``DistributedDataParallel``: gradients are
+    synchronised on the last micro-batch only.
+
+    Returns:
+        This rank's losses (mean over its micro-batches) and ``"loss"`` their sum.
+
+    Raises:
+        FloatingPointError: a loss is not finite (naming the step and the losses).
+    """
+    dataset.set_epoch(plan.epoch_of(step))
+    micro_batches: Sequence[tuple[int, list[int]]] = plan.micro_batches(step, rank)
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = defaultdict(float)
+    for position, (number, indices) in enumerate(micro_batches):
+        images, targets = _to_device(*collate([dataset[i] for i in indices]), device)
+        torch.manual_seed(derived_seed(plan.seed, step, number))
+        last = position == len(micro_batches) - 1
+        # DDP all-reduces on the last micro-batch only (accumulation in between).
+        defer = not last and hasattr(model, "no_sync")
+        sync = model.no_sync() if defer else contextlib.nullcontext()
+        with sync:
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            if not math.isfinite(float(loss.detach())):
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                raise FloatingPointError(f"loss is {float(loss.detach())} at step {step} "
+                                         f"(micro-batch {number}): {values}")
+            (loss / len(micro_batches)).backward()
+        for name, value in losses.items():
+            totals[name] += float(value.detach()) / len(micro_batches)
+        totals["loss"] += float(loss.detach()) / len(micro_batches)
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.grad is not None], clip_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return dict(totals)
