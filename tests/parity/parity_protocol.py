@@ -1,0 +1,149 @@
+"""The file protocol between the parity driver and its per-implementation workers.
+
+Every implementation runs in its own long-lived worker process (importing
+torchvision after tensorflow segfaults, and Keras picks its backend once per
+process), started once per test session. The driver and the workers exchange
+only ``.npz`` files in a temporary directory, and one JSON line per job:
+
+* a **case file** holds a block configuration (``spec``, JSON) and the arrays
+  the case needs: the input ``x`` (B, H, W, C) in float32, the cotangent ``r``
+  of the scalar loss ``sum(z * r)``, the block weights ``w.<name>`` in the
+  shared layout of :mod:`enl_core.params` (float32), and the random directions
+  ``v.<name>`` (K, *shape) along which the float64 reference takes central
+  differences of the loss;
+* a **result file** holds ``z`` (channels-last), ``grad.<name>`` (the full
+  gradient of the loss w.r.t. ``x`` and every weight, interchange layout) or
+  ``fd.<name>`` (the reference's K directional derivatives), or ``error``
+  (a traceback) when the implementation failed on that case.
+
+This module is imported by the driver and by every worker, so it uses NumPy
+and enl_core only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from enl_core import params as enl_params
+
+# name -> (worker script, environment). "core" is the float64 reference.
+IMPLEMENTATIONS = {
+    "core": ("worker_core.py", {}),
+    "keras-tensorflow": ("worker_keras.py", {"KERAS_BACKEND": "tensorflow"}),
+    "keras-torch": ("worker_keras.py", {"KERAS_BACKEND": "torch"}),
+    "tf_keras": ("worker_tf_keras.py", {"KERAS_BACKEND": "tensorflow"}),
+    "torch": ("worker_torch.py", {}),
+}
+FRAMEWORKS = tuple(name for name in IMPLEMENTATIONS if name != "core")
+# The dtype every framework computes in; tolerances come from enl_core.testing.
+DTYPE = "float32"
+# Central differences per gradient tensor: several directions compared as one
+# array, so one direction nearly orthogonal to the gradient cannot make the
+# check flaky.
+DIRECTIONS = 2
+# A line a worker prints to answer a job; anything else on stdout is logged.
+MARKER = "@@parity@@ "
+
+
+def gradient_names(spec: dict) -> list[str]:
+    """``x`` and every trainable weight of the case's block."""
+    names = ["x", *enl_params.WEIGHT_NAMES]
+    if spec.get("dct_weights") == "learnable":
+        names.append("dct_weights")
+    return names
+
+
+def case_arrays(spec: dict) -> dict[str, np.ndarray]:
+    """The deterministic arrays of a case, drawn from ``spec["seed"]``.
+
+    Everything a framework sees is float32, so the float64 reference runs on
+    exactly the same numbers (input rounding is not counted as error).
+    """
+    rng = np.random.default_rng(spec["seed"])
+    shape = (spec["batch"], spec["height"], spec["width"], spec["channels"])
+    arrays = {"x": rng.normal(size=shape).astype(np.float32),
+              "r": rng.normal(size=shape).astype(np.float32)}
+    dct_mode = spec.get("dct_weights", "none")
+    block = enl_params.init_params(
+        spec["channels"], spec["inter_channels"], seed=int(rng.integers(2**32)),
+        dct_size=tuple(spec["dct_size"]), dct_weights=None if dct_mode == "none" else "random")
+    for name, value in block.as_dict().items():
+        arrays[f"w.{name}"] = value.astype(np.float32)
+    for name in gradient_names(spec):
+        target = arrays[name if name == "x" else f"w.{name}"]
+        arrays[f"v.{name}"] = rng.normal(size=(DIRECTIONS, *target.shape))
+    return arrays
+
+
+def block_weights(arrays: dict) -> dict[str, np.ndarray]:
+    """The ``w.<name>`` arrays of a case under their interchange names."""
+    return {key[2:]: value for key, value in arrays.items() if key.startswith("w.")}
+
+
+def write_npz(path, spec: dict | None = None, **arrays) -> None:
+    """An ``.npz`` with an optional JSON ``spec`` entry."""
+    if spec is not None:
+        arrays["spec"] = np.array(json.dumps(spec))
+    np.savez(path, **arrays)
+
+
+def read_npz(path) -> tuple[dict | None, dict[str, np.ndarray]]:
+    """(spec or None, the other arrays) of a file written by :func:`write_npz`."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    spec = arrays.pop("spec", None)
+    return (None if spec is None else json.loads(str(spec))), arrays
+
+
+def write_error(path, error: str) -> None:
+    write_npz(path, error=np.array(error))
+
+
+def describe(spec: dict) -> str:
+    """A one-line description of a case for failure messages."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def serve(name: str, setup, handlers: dict) -> None:
+    """The worker main loop: one JSON job per stdin line, one marker line back.
+
+    Args:
+        name: the implementation (for messages).
+        setup: a callable importing the framework; if it raises, every job is
+            answered ``unavailable`` with the reason, so the driver can fail
+            that implementation's tests with a clear message.
+        handlers: job type -> callable(job) returning a JSON-able dict.
+    """
+    reply = {"ready": name}
+    start = time.perf_counter()
+    try:
+        setup()
+    except Exception:  # noqa: BLE001 - reported to the driver, which fails the tests
+        reply["unavailable"] = traceback.format_exc()
+    reply["seconds"] = time.perf_counter() - start
+    _answer(reply)
+    for line in sys.stdin:
+        job = json.loads(line)
+        if job["type"] == "quit":
+            break
+        answer = {"job": job["id"]}
+        start = time.perf_counter()
+        if "unavailable" in reply:
+            answer["error"] = f"{name} is unavailable:\n{reply['unavailable']}"
+        else:
+            try:
+                answer.update(handlers[job["type"]](job))
+            except Exception:  # noqa: BLE001 - the whole job failed; the driver reports it
+                answer["error"] = traceback.format_exc()
+        answer["seconds"] = time.perf_counter() - start
+        _answer(answer)
+
+
+def _answer(payload: dict) -> None:
+    sys.stdout.write(MARKER + json.dumps(payload) + "\n")
+    sys.stdout.flush()

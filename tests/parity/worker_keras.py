@@ -1,0 +1,92 @@
+"""Parity worker: Keras 3 ``enl_keras.ENL`` / ``NonLocal`` on the backend named
+by ``KERAS_BACKEND`` ("tensorflow" or "torch"; Keras picks it once per process).
+
+Native weight file: a ``.keras`` archive of a one-layer model, which is
+backend-independent: the torch-backend worker also loads the file the
+TensorFlow-backend worker wrote.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import parity_worker
+
+keras = enl_keras = tf = torch = None  # imported by setup(), inside the worker only
+
+
+class KerasAdapter(parity_worker.Adapter):
+    name = f"keras-{os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+
+    def setup(self):
+        global keras, enl_keras, tf, torch
+        import keras
+
+        import enl_keras
+        backend = keras.backend.backend()
+        if f"keras-{backend}" != self.name:
+            raise RuntimeError(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r} but Keras "
+                               f"runs on {backend!r}")
+        if backend == "tensorflow":
+            import tensorflow as tf
+        elif backend == "torch":
+            import torch
+        else:
+            raise RuntimeError(f"the parity suite covers the tensorflow and torch backends, "
+                               f"received {backend!r}")
+
+    def build(self, spec, weights):
+        layer_name, kwargs = parity_worker.block_arguments(spec, weights)
+        block = getattr(enl_keras, layer_name)(**kwargs)
+        block.set_block_weights(weights)
+        return block
+
+    def forward(self, block, x):
+        return keras.ops.convert_to_numpy(block(x))
+
+    def forward_and_gradients(self, block, x, r):
+        variables = block.trainable_weights
+        if tf is not None:
+            x, r = tf.constant(x), tf.constant(r)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                z = block(x)
+                loss = tf.reduce_sum(z * r)
+            grads = tape.gradient(loss, [x, *variables])
+            z, grads = z.numpy(), [None if g is None else g.numpy() for g in grads]
+        else:
+            x = torch.tensor(x, requires_grad=True)
+            z = block(x)
+            (z * torch.tensor(r)).sum().backward()
+            grads = [x.grad.numpy()] + [
+                None if v.value.grad is None else v.value.grad.numpy() for v in variables]
+            z = z.detach().numpy()
+        return z, _as_block_weights(block, variables, grads)
+
+    def save_native(self, block, spec, x, prefix):
+        model = keras.Sequential([keras.Input(shape=x.shape[1:]), block])
+        path = prefix + ".keras"
+        model.save(path)
+        return path
+
+    def load_native(self, spec, path, x, template):
+        return keras.saving.load_model(path).layers[-1]
+
+    def load_foreign(self, spec, path, x):
+        if not path.endswith(".keras"):
+            raise ValueError(f"{self.name} reads .keras files only, received {path}")
+        return self.load_native(spec, path, x, None)
+
+
+def _as_block_weights(block, variables, grads) -> dict:
+    """Gradients under their interchange names, mapped by the layer's own
+    ``get_block_weights`` (the fused theta | phi | g kernel is split there):
+    the variables are overwritten with their gradients, then exported."""
+    for variable, grad in zip(variables, grads[1:], strict=True):
+        variable.assign(np.zeros(variable.shape, "float32") if grad is None else grad)
+    return {**block.get_block_weights(), "x": grads[0]}
+
+
+if __name__ == "__main__":
+    parity_worker.run(KerasAdapter())
