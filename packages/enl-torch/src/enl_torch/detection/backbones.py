@@ -8,7 +8,7 @@ Two placements (Levi & Ullman 2019, Table 1 and 2):
 * top-down, "+3ENL TD" / "+3NL TD": blocks on the FPN top-down stream at P5,
   P4, P3 (:class:`~enl_torch.detection.fpn.ENLFeaturePyramidNetwork`).
 
-The bottom-up block is inserted into ``layer3`` under the name ``nonlocal``,
+The bottom-up block is inserted into ``layer3`` under the name ``non_local``,
 so the residual blocks keep their torchvision names (``layer3.5.conv1...``)
 and an ImageNet ResNet checkpoint loads unchanged.
 """
@@ -38,7 +38,7 @@ BACKBONES = {
     "resnext101_32x8d": resnet.resnext101_32x8d,
 }
 BOTTOM_UP_STAGE = "layer3"  # res4: stride 16, 1024 channels
-BOTTOM_UP_NAME = "nonlocal"
+BOTTOM_UP_NAME = "non_local"
 FPN_OUT_CHANNELS = 256
 
 
@@ -64,11 +64,11 @@ def insert_before_last_block(stage: nn.Sequential, block: nn.Module,
 
 
 def stage_out_channels(stage: nn.Sequential) -> int:
-    """Output channels of a torchvision ResNet stage (its last block's last BN)."""
+    """Output channels of a torchvision ResNet stage (its last block's last conv)."""
     last = stage[-1]
-    for attribute in ("bn3", "bn2"):  # Bottleneck, BasicBlock
+    for attribute in ("conv3", "conv2"):  # Bottleneck, BasicBlock
         if hasattr(last, attribute):
-            return getattr(last, attribute).num_features
+            return getattr(last, attribute).out_channels
     raise TypeError(f"cannot infer the channels of a stage ending in {type(last).__name__}")
 
 
@@ -138,9 +138,13 @@ def resnet_enl_fpn_backbone(
 
 
 def _load_imagenet_weights(body: nn.Module, state_dict: Mapping[str, Any], name: str) -> None:
-    result = body.load_state_dict(dict(state_dict), strict=False)
+    try:
+        result = body.load_state_dict(dict(state_dict), strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"`weights_backbone` does not fit {name}: {error}") from error
     unexpected = [key for key in result.unexpected_keys if not key.startswith("fc.")]
-    missing = [key for key in result.missing_keys if not key.startswith("fc.")]
+    missing = [key for key in result.missing_keys
+               if not key.startswith("fc.") and not key.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"`weights_backbone` does not fit {name}: missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]} (expected a torchvision {name} "

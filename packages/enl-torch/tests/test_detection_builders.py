@@ -1,0 +1,188 @@
+"""The paper's detectors: every backbone x variant builds, costs what enl_core
+predicts, runs in eval, and loads local weights (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+import enl_torch
+from enl_core.cost import block_params
+from enl_torch.detection import (
+    BACKBONES,
+    VARIANTS,
+    ENLFeaturePyramidNetwork,
+    fasterrcnn_enl_resnet_fpn,
+    maskrcnn_enl_resnet_fpn,
+)
+
+BUILDERS = {"faster": (fasterrcnn_enl_resnet_fpn, FasterRCNN),
+            "mask": (maskrcnn_enl_resnet_fpn, MaskRCNN)}
+# Small inputs and few proposals keep a CPU forward around a second.
+SMALL = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 50,
+         "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 10}
+# ENL-SPEC "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
+FPN_CHANNELS = 256
+RES4_CHANNELS = 1024
+EXPECTED_DELTA = {
+    "baseline": 0,
+    "1nl_bu": block_params(RES4_CHANNELS),
+    "3enl_td": 3 * block_params(FPN_CHANNELS),
+    "3nl_td": 3 * block_params(FPN_CHANNELS),
+}
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def meta_models():
+    """Every builder x backbone x variant, built on the meta device (no memory,
+    no initialisation cost: the builders' code runs, the tensors are shapes)."""
+    models = {}
+    with torch.device("meta"):
+        for head, (builder, _) in BUILDERS.items():
+            for backbone in BACKBONES:
+                for variant in VARIANTS:
+                    models[head, backbone, variant] = builder(
+                        backbone_name=backbone, variant=variant, num_classes=4)
+    return models
+
+
+@pytest.mark.parametrize("head", sorted(BUILDERS))
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_variant_builds_with_the_predicted_parameter_delta(meta_models, head, backbone):
+    baseline = count(meta_models[head, backbone, "baseline"])
+    for variant, delta in EXPECTED_DELTA.items():
+        model = meta_models[head, backbone, variant]
+        assert isinstance(model, BUILDERS[head][1])
+        assert count(model) - baseline == delta, variant
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_block_placement(meta_models, backbone):
+    plain = meta_models["mask", backbone, "baseline"]
+    assert type(plain.backbone.fpn) is FeaturePyramidNetwork
+
+    bottom_up = meta_models["mask", backbone, "1nl_bu"].backbone
+    stage = list(bottom_up.body.layer3.named_children())
+    plain_stage = list(plain.backbone.body.layer3.named_children())
+    # Wang et al.: right before the last residual block of res4; block names kept.
+    assert [name for name, _ in stage] == (
+        [name for name, _ in plain_stage[:-1]] + ["non_local", plain_stage[-1][0]])
+    block = bottom_up.body.layer3.non_local
+    assert isinstance(block, enl_torch.NonLocal)
+    assert (block.mode, block.in_channels) == ("embedded_gaussian", RES4_CHANNELS)
+    assert type(bottom_up.fpn) is FeaturePyramidNetwork
+
+    for variant, kind in (("3enl_td", enl_torch.ENL), ("3nl_td", enl_torch.NonLocal)):
+        fpn = meta_models["mask", backbone, variant].backbone.fpn
+        assert isinstance(fpn, ENLFeaturePyramidNetwork)
+        placed = [level for level, m in zip(fpn.levels, fpn.top_down_blocks, strict=True)
+                  if isinstance(m, kind)]
+        assert sorted(placed) == [3, 4, 5]
+        if kind is enl_torch.NonLocal:
+            assert all(m.mode == "embedded_gaussian" for m in fpn.top_down_blocks
+                       if isinstance(m, kind))
+
+
+def test_block_levels_and_kwargs_reach_the_fpn():
+    with torch.device("meta"):
+        model = fasterrcnn_enl_resnet_fpn(variant="+3ENL TD", block_levels=(4, 3, 2),
+                                          block_kwargs={"dct_size": 7}, num_classes=2)
+    fpn = model.backbone.fpn
+    blocks = {level: m for level, m in zip(fpn.levels, fpn.top_down_blocks, strict=True)
+              if isinstance(m, enl_torch.ENL)}
+    assert sorted(blocks) == [2, 3, 4]
+    assert all(m.dct_size == (7, 7) for m in blocks.values())
+
+
+def test_added_blocks_train_when_the_backbone_is_frozen():
+    with torch.device("meta"):
+        model = maskrcnn_enl_resnet_fpn(variant="1nl_bu", trainable_backbone_layers=0,
+                                        num_classes=2)
+    body = model.backbone.body
+    assert not any(p.requires_grad for n, p in body.named_parameters() if "non_local" not in n)
+    assert all(p.requires_grad for p in body.layer3.non_local.parameters())
+
+
+@pytest.mark.parametrize(("head", "backbone", "variant"), [
+    ("mask", "resnet50", "3enl_td"),
+    ("faster", "resnext101_32x8d", "3nl_td"),
+    ("mask", "resnet101", "1nl_bu"),
+])
+def test_eval_forward(head, backbone, variant):
+    builder, _ = BUILDERS[head]
+    torch.manual_seed(0)
+    model = builder(backbone_name=backbone, variant=variant, num_classes=4, **SMALL).eval()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 80)]
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2
+    keys = {"boxes", "labels", "scores"} | ({"masks"} if head == "mask" else set())
+    for detection, image in zip(detections, images, strict=True):
+        assert set(detection) == keys
+        n = detection["boxes"].shape[0]
+        assert detection["boxes"].shape == (n, 4) and torch.isfinite(detection["boxes"]).all()
+        assert ((detection["labels"] >= 1) & (detection["labels"] < 4)).all()
+        if head == "mask":
+            assert detection["masks"].shape == (n, 1, *image.shape[-2:])
+
+
+def test_plain_detector_weights_load_and_the_enl_detector_starts_as_it(tmp_path):
+    """A baseline checkpoint (a local file) loads into +3ENL TD; the new blocks
+    are zero-initialised, so the pyramid and the detections are the baseline's."""
+    torch.manual_seed(0)
+    baseline = maskrcnn_enl_resnet_fpn(variant="baseline", num_classes=3, **SMALL).eval()
+    path = tmp_path / "baseline.pt"
+    torch.save(baseline.state_dict(), path)
+    enl = maskrcnn_enl_resnet_fpn(variant="3enl_td", weights=str(path), **SMALL).eval()
+    assert enl.roi_heads.box_predictor.cls_score.out_features == 3  # read from the file
+    assert isinstance(enl.backbone.body.layer1[0].bn1, FrozenBatchNorm2d)  # pretrained rule
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, e in zip(enl.backbone(image).values(), baseline.backbone(image).values(),
+                        strict=True):
+            assert torch.equal(a, e)
+        for a, e in zip(enl([image[0]]), baseline([image[0]]), strict=True):
+            assert all(torch.equal(a[k], e[k]) for k in e)
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    imagenet = resnet50()
+    path = tmp_path / "resnet50.pt"
+    torch.save(imagenet.state_dict(), path)
+    model = fasterrcnn_enl_resnet_fpn(variant="1nl_bu", weights_backbone=path, num_classes=2)
+    body = model.backbone.body
+    assert torch.equal(body.conv1.weight, imagenet.conv1.weight)
+    assert torch.equal(body.layer3[-1].conv2.weight, imagenet.layer3[-1].conv2.weight)
+    assert torch.equal(body.layer3[-1].bn2.running_var, imagenet.layer3[-1].bn2.running_var)
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    # torchvision's default with pretrained weights: layer2..layer4 train, the rest is frozen.
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad
+    assert body.layer2[0].conv1.weight.requires_grad
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"variant": "2enl"}, ValueError, "`variant` must be one of"),
+    ({"backbone_name": "resnet18"}, ValueError, "`backbone_name` must be one of"),
+    ({"trainable_backbone_layers": 6}, ValueError, "`trainable_backbone_layers`"),
+    ({"weights": "/nonexistent/detector.pt"}, FileNotFoundError, "`weights` file not found"),
+    ({"weights_backbone": object()}, TypeError, "`weights_backbone` must be None, a path"),
+    ({"weights": {"roi_heads.box_predictor.cls_score.weight": torch.zeros(5, 1)},
+      "num_classes": 3}, ValueError, "`num_classes`=3 does not match `weights`"),
+    ({"weights": {"not.a.key": torch.zeros(1)}, "num_classes": 2}, ValueError,
+     "`weights` does not fit the model"),
+    ({"weights_backbone": {"conv1.weight": torch.zeros(1)}}, ValueError,
+     "`weights_backbone` does not fit"),
+])
+def test_bad_arguments_raise_naming_them(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        maskrcnn_enl_resnet_fpn(**{"num_classes": 2, **kwargs})
