@@ -25,6 +25,7 @@ the three input projections into one ``(3 C', C)`` GEMM.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -146,12 +147,18 @@ class BlockProjections(nn.Module):
                 ``dct_weights``), kernels ``(in, out)``.
 
         Raises:
+            TypeError: ``weights`` is neither a mapping nor a ``BlockParams``.
             ValueError: missing/extra keys, shapes that do not match this block,
                 non-zero biases for a block built with ``use_bias=False``, or
                 ``dct_weights`` for a block without them.
         """
-        block = (weights if isinstance(weights, core_params.BlockParams)
-                 else core_params.BlockParams.from_dict(dict(weights)))
+        if isinstance(weights, core_params.BlockParams):
+            block = weights
+        elif isinstance(weights, Mapping):
+            block = core_params.BlockParams.from_dict(dict(weights))
+        else:
+            raise TypeError(f"`weights` must be a dict or an enl_core.BlockParams, received "
+                            f"{type(weights).__name__}")
         expected = (self.in_channels, self.inter_channels)
         received = (block.channels, block.inter_channels)
         if received != expected:

@@ -64,6 +64,9 @@ class ENL(BlockProjections):
         else:
             weights = normalize_dct_weights(dct_weights, self.dct_size)
             self.register_buffer("dct_weights", torch.tensor(weights, dtype=torch.float32))
+        if dct_weights is not None and not self.position_encoding:
+            raise ValueError(f"`dct_weights` needs position_encoding=True, received "
+                             f"dct_weights={dct_weights!r} with position_encoding=False")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -75,7 +78,7 @@ class ENL(BlockProjections):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        functional.check_input(x, self.in_channels)
+        functional.check_input(x, self.in_channels, "ENL")
         weight, bias = self._fused_projection()
         return functional.enl(x, weight, bias, self._out_projection(), self.out.bias,
                               self.position_encoding, self.dct_size, self.dct_weights)
@@ -93,7 +96,7 @@ class ENL(BlockProjections):
         Raises:
             ValueError: ``position`` outside the grid, or a bad ``x``.
         """
-        functional.check_input(x, self.in_channels)
+        functional.check_input(x, self.in_channels, "ENL")
         batch, _, height, width = x.shape
         row, col = core_dct.position_index(position, height, width)
         weight, bias = self._fused_projection()

@@ -20,23 +20,26 @@ import torch.nn.functional as F
 NL_MODES = ("dot_product", "embedded_gaussian")
 
 
-def check_input(x: torch.Tensor, channels: int) -> None:
-    """Raises the shared, argument-naming errors for a bad block input.
+def check_input(x: torch.Tensor, channels: int, block: str = "ENL") -> None:
+    """Raises the argument-naming errors of the Keras layers for a bad block input.
 
     Raises:
-        ValueError: rank != 4, wrong channel count, or an empty grid.
+        ValueError: rank != 4, a channel count other than ``channels``, or an
+            empty grid.
         TypeError: a non-floating-point tensor.
     """
     if x.dim() != 4:
-        raise ValueError(f"`x` must have rank 4, shape (B, C, H, W), received shape "
-                         f"{list(x.shape)}")
+        raise ValueError(f"`inputs` of {block} must have rank 4 (B, C, H, W), received "
+                         f"shape {list(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"`x` must be a floating-point tensor, received dtype {x.dtype}")
+        raise TypeError(f"`inputs` of {block} must be a floating-point tensor, received "
+                        f"dtype {x.dtype}")
     if x.shape[1] != channels:
-        raise ValueError(f"`x` has {x.shape[1]} channels but the block expects "
-                         f"in_channels={channels}; received shape {list(x.shape)}")
+        raise ValueError(f"`inputs` of {block} must have C={channels} channels (axis 1, "
+                         f"in_channels), received shape {list(x.shape)}")
     if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"`x` must have a non-empty grid, received shape {list(x.shape)}")
+        raise ValueError(f"`inputs` of {block} must have a non-empty H x W grid, received "
+                         f"shape {list(x.shape)}")
 
 
 def dct_basis(size: int, frequencies: int, dtype: torch.dtype,

@@ -65,7 +65,7 @@ class NonLocal(BlockProjections):
         self.reset_parameters()
 
     def _check_grid(self, x: torch.Tensor) -> None:
-        functional.check_input(x, self.in_channels)
+        functional.check_input(x, self.in_channels, "NonLocal")
         if self.sub_sample and (x.shape[2] < 2 or x.shape[3] < 2):
             raise ValueError(f"`sub_sample` needs H, W >= 2, received shape {list(x.shape)}")
 
