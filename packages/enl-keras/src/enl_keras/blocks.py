@@ -20,6 +20,8 @@ and ``dct_weights`` (kH, kW) when d is learnable.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from keras import ops
 
@@ -158,6 +160,11 @@ class _BlockBase:
         if height is None or width is None:
             raise ValueError(f"`inputs` of attention_map must have a known H, W, received "
                              f"shape {tuple(inputs.shape)}")
+        indices = position if isinstance(position, (tuple, list)) else (position,)
+        if len(indices) not in (1, 2) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in indices):
+            raise ValueError(f"`position` must be a flat index or a pair (row, col) of ints, "
+                             f"received {position!r}")
         row, col = position_index(position, int(height), int(width))
         return x, row * int(width) + col
 

@@ -1,0 +1,79 @@
+"""Fixtures for the enl-keras tests: what differs between Keras backends.
+
+The layer tests run under ``KERAS_BACKEND=tensorflow`` and ``=torch`` (one
+process each). Only the backend in use is imported here: gradients go
+through ``tf.GradientTape`` or ``torch.autograd``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def input_gradient(layer, x, cotangent):
+    """d <layer(x), cotangent> / dx as a float64 numpy array (any backend)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(tf.cast(outputs, "float64") * cotangent)
+        return tape.gradient(loss, inputs).numpy().astype(np.float64)
+    if BACKEND == "torch":
+        import torch
+
+        inputs = torch.tensor(x, requires_grad=True)
+        loss = (layer(inputs).double() * torch.tensor(cotangent, dtype=torch.float64)).sum()
+        loss.backward()
+        return inputs.grad.detach().cpu().numpy().astype(np.float64)
+    raise NotImplementedError(f"no gradient helper for KERAS_BACKEND={BACKEND!r}")
+
+
+def finite_difference(function, x, cotangent, step=1e-4):
+    """d <function(x), cotangent> / dx by the 4-point central stencil, per element.
+
+    Error O(step^4): negligible against the float64 tolerances for the
+    smooth (polynomial or softmax) blocks tested here.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    gradient = np.zeros_like(x)
+    flat = gradient.reshape(-1)
+
+    def value(offset, index):
+        shifted = x.copy().reshape(-1)
+        shifted[index] += offset
+        return float(np.sum(np.asarray(function(shifted.reshape(x.shape)), np.float64)
+                            * cotangent))
+
+    for index in range(x.size):
+        flat[index] = (8.0 * (value(step, index) - value(-step, index))
+                       - (value(2 * step, index) - value(-2 * step, index))) / (12.0 * step)
+    return gradient
+
+
+@pytest.fixture(name="input_gradient")
+def input_gradient_fixture():
+    """:func:`input_gradient` (helpers are fixtures: the repository root has
+    its own ``conftest`` module)."""
+    return input_gradient
+
+
+@pytest.fixture(name="finite_difference")
+def finite_difference_fixture():
+    """:func:`finite_difference`."""
+    return finite_difference
+
+
+@pytest.fixture
+def mixed_policy():
+    """Sets a global dtype policy for one test and restores float32 after."""
+    def set_policy(name):
+        keras.mixed_precision.set_global_policy(name)
+    yield set_policy
+    keras.mixed_precision.set_global_policy("float32")
