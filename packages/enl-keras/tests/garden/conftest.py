@@ -28,3 +28,67 @@ def coco_tfrecords(tmp_path_factory):
             "train_pattern": str(root / "tfrecords" / "train-*"),
             "val_pattern": str(root / "tfrecords" / "val-*"),
             "val_annotations": str(paths.val_annotations)}
+
+
+def tiny_overrides(experiment: str, coco=None, image_size: int = IMAGE_SIZE) -> dict:
+    """``params_override`` that shrinks a registered experiment for a CPU test.
+
+    ResNet-18, 64 FPN filters, narrow heads, few proposals, float32, no XLA,
+    no pretrained checkpoint; the architecture (levels, blocks, heads) is the
+    experiment's own.
+    """
+    mask = "maskrcnn" in experiment
+    backbone = "resnet_nl" if "nlbu" in experiment else "resnet"
+    decoder = "enl_fpn" if ("_enl_" in experiment or "nltd" in experiment) else "fpn"
+    model = {
+        "num_classes": 4,
+        "input_size": [image_size, image_size, 3],
+        "backbone": {"type": backbone, backbone: {"model_id": 18}},
+        "decoder": {"type": decoder, decoder: {"num_filters": 64}},
+        "rpn_head": {"num_filters": 64},
+        "detection_head": {"num_filters": 64, "num_convs": 1, "fc_dims": 128},
+        "roi_generator": {"pre_nms_top_k": 256, "num_proposals": 64,
+                          "test_pre_nms_top_k": 256, "test_num_proposals": 32},
+        "roi_sampler": {"num_sampled_rois": 32},
+        "detection_generator": {"pre_nms_top_k": 200, "max_num_detections": 20},
+        "norm_activation": {"use_sync_bn": False},
+    }
+    if mask:
+        model["mask_head"] = {"num_filters": 64, "num_convs": 1}
+        model["mask_sampler"] = {"num_sampled_masks": 16}
+    data = {"global_batch_size": 2, "dtype": "float32", "shuffle_buffer_size": 2,
+            "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0, "aug_scale_max": 1.0,
+                       "rpn_batch_size_per_im": 64, "max_num_instances": 20}}
+    task = {"init_checkpoint": None, "model": model,
+            "train_data": {**data, "is_training": True},
+            "validation_data": {**data, "is_training": False, "drop_remainder": False}}
+    if coco is not None:
+        task["train_data"]["input_path"] = coco["train_pattern"]
+        task["validation_data"]["input_path"] = coco["val_pattern"]
+        task["annotation_file"] = coco["val_annotations"]
+    return {"runtime": {"mixed_precision_dtype": "float32", "enable_xla": False},
+            "task": task}
+
+
+def tiny_experiment(experiment: str, coco=None, image_size: int = IMAGE_SIZE):
+    """The registered experiment ``experiment`` with :func:`tiny_overrides`."""
+    from official.core import exp_factory
+
+    from enl_keras.garden import registry_imports  # noqa: F401
+
+    config = exp_factory.get_exp_config(experiment)
+    config.override(tiny_overrides(experiment, coco, image_size), is_strict=True)
+    return config
+
+
+@pytest.fixture(name="tiny_experiment", scope="session")
+def tiny_experiment_fixture():
+    """:func:`tiny_experiment` (tests take helpers as fixtures: the repository
+    root has its own ``conftest`` module)."""
+    return tiny_experiment
+
+
+@pytest.fixture(name="tiny_overrides", scope="session")
+def tiny_overrides_fixture():
+    """:func:`tiny_overrides`."""
+    return tiny_overrides

@@ -1,0 +1,1 @@
+"""Config subclasses and registered experiments (``*_resnetfpn_{enl,nlbu,nltd}_coco``)."""

@@ -1,0 +1,55 @@
+"""Decoder configs: Model Garden's FPN config plus the top-down (E)NL blocks.
+
+``Decoder`` extends Model Garden's ``decoders.Decoder`` one-of with an
+``enl_fpn`` field, so a YAML file or ``--params_override`` selects the decoder
+with ``task.model.decoder.type: enl_fpn`` exactly as it selects ``fpn``.
+
+Paper: Levi & Ullman, "Efficient Coarse-to-Fine Non-Local Module for the
+Detection of Small Objects", BMVC 2019, Sec. 3.3 and 4.1 ("+3ENL, TD").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from official.vision.configs import decoders
+
+from enl_keras.garden.modeling.decoders.checks import check_block, check_dct_size, check_levels
+
+
+@dataclasses.dataclass
+class ENLFPN(decoders.FPN):
+    """FPN config plus the blocks on the merged top-down features.
+
+    Attributes:
+        levels: FPN levels that get a block, applied coarse to fine (5, 4, 3
+            in the paper). Each must lie in [model.min_level, backbone max
+            level]; checked when the model is built (the model's levels are
+            not known here).
+        block: "enl" (the paper's ENL) or "nl" (embedded-Gaussian non-local,
+            the "+3NL, TD" row of the cost table).
+        inter_channels: C' of every block; None means num_filters // 2.
+        dct_size: (kH, kW) low DCT frequencies of the position term (ENL only).
+        position_encoding: ENL's relative-position term (eq. 9); ENL only.
+    """
+
+    levels: list[int] = dataclasses.field(default_factory=lambda: [5, 4, 3])
+    block: str = "enl"
+    inter_channels: int | None = None
+    dct_size: list[int] = dataclasses.field(default_factory=lambda: [9, 9])
+    position_encoding: bool = True
+
+    def __post_init__(self, *args, **kwargs):
+        super().__post_init__(*args, **kwargs)
+        # Fails when the config is built (a typo in a factory or a dict);
+        # YAML overrides applied later are checked again when the model is built.
+        check_block(self.block)
+        check_dct_size(self.dct_size)
+        check_levels(self.levels)
+
+
+@dataclasses.dataclass
+class Decoder(decoders.Decoder):
+    """Model Garden's decoder one-of plus ``enl_fpn``."""
+
+    enl_fpn: ENLFPN = dataclasses.field(default_factory=ENLFPN)

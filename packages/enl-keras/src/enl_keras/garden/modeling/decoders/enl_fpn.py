@@ -1,0 +1,247 @@
+"""ENL-FPN: Model Garden's FPN with (E)NL blocks along the top-down stream.
+
+The FPN top-down stream computes ``P5 = lat(C5)`` and
+``P_l = lat(C_l) + upsample(P_{l+1})``. A block is applied to the merged
+feature of each chosen level *before* it is upsampled into the next finer
+level, so every block sees what the coarser blocks passed down (coarse to
+fine; ENL-SPEC "Coarse-to-fine placement", paper Sec. 3.3, "+3ENL, TD").
+
+Model Garden's ``FPN`` builds its whole functional graph inside ``__init__``
+with no hook between the merge and the upsampling, so ``ENLFPN`` subclasses it
+for everything else (input pyramid, ``get_config`` / ``from_config``,
+``output_specs``, serialization name space) and lays out the same graph with
+the same layer names (``lateral_l``, ``post_hoc_l``, ``coarser_l``,
+``norm_l``): an FPN checkpoint loads into an ENL-FPN, and with the blocks'
+zero-initialised output projection the two compute the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+from official.modeling import hyperparams, tf_utils
+from official.vision.modeling.decoders import factory, fpn
+from official.vision.ops import spatial_transform_ops
+
+from enl_keras.garden import layers as garden_layers
+from enl_keras.garden.modeling.decoders.checks import (
+    check_block,
+    check_dct_size,
+    check_inter_channels,
+    check_levels,
+)
+from enl_keras.garden.modeling.regularization import regularize_kernels
+
+
+def build_block(block: str, level: int, inter_channels: int | None, dct_size,
+                position_encoding: bool) -> tf_keras.layers.Layer:
+    """One top-down block: ENL, or the embedded-Gaussian NL baseline.
+
+    NL has no relative-position term in the paper's tables, so
+    ``position_encoding`` and ``dct_size`` apply to ENL only.
+    """
+    if block == "enl":
+        return garden_layers.ENL(inter_channels=inter_channels,
+                                 position_encoding=position_encoding,
+                                 dct_size=tuple(dct_size), name=f"enl_{level}")
+    return garden_layers.NonLocal(mode="embedded_gaussian", inter_channels=inter_channels,
+                                  name=f"nl_{level}")
+
+
+@tf_keras.utils.register_keras_serializable(package="ENL")
+class ENLFPN(fpn.FPN):
+    """Feature Pyramid Network with (E)NL blocks on its top-down stream.
+
+    Same arguments and outputs as Model Garden's ``FPN`` (a dict keyed by
+    level strings, ``num_filters`` channels on every level), plus:
+
+    Args:
+        levels: levels that get a block; default (5, 4, 3), applied coarse to
+            fine. Each must lie in [min_level, backbone max level].
+        block: "enl" (default) or "nl" (embedded-Gaussian non-local).
+        inter_channels: C' of each block; None means C // 2.
+        dct_size: (kH, kW) of ENL's position term; default (9, 9).
+        position_encoding: ENL's relative-position term; default True.
+
+    Raises:
+        ValueError: naming `levels`, `block`, `dct_size` or `inter_channels`.
+
+    Example:
+        >>> specs = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, 64])
+        ...          for l in range(2, 6)}
+        >>> decoder = ENLFPN(input_specs=specs, min_level=2, max_level=6,
+        ...                  num_filters=64, levels=(5, 4, 3))
+        >>> sorted(decoder.output_specs)
+        ['2', '3', '4', '5', '6']
+    """
+
+    def __init__(
+        self,
+        input_specs: Mapping[str, tf.TensorShape],
+        min_level: int = 3,
+        max_level: int = 7,
+        num_filters: int = 256,
+        fusion_type: str = "sum",
+        use_separable_conv: bool = False,
+        use_keras_layer: bool = False,
+        activation: str = "relu",
+        use_sync_bn: bool = False,
+        norm_momentum: float = 0.99,
+        norm_epsilon: float = 0.001,
+        kernel_initializer: str = "VarianceScaling",
+        kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        bias_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        levels: Sequence[int] = (5, 4, 3),
+        block: str = "enl",
+        inter_channels: int | None = None,
+        dct_size: Sequence[int] | int = (9, 9),
+        position_encoding: bool = True,
+        **kwargs):
+        block = check_block(block)
+        dct_size = check_dct_size(dct_size)
+        inter_channels = check_inter_channels(inter_channels)
+        if fusion_type not in ("sum", "concat"):
+            raise ValueError(f"`fusion_type` must be 'sum' or 'concat', received {fusion_type!r}")
+        self._config_dict = {
+            "input_specs": input_specs,
+            "min_level": min_level,
+            "max_level": max_level,
+            "num_filters": num_filters,
+            "fusion_type": fusion_type,
+            "use_separable_conv": use_separable_conv,
+            "use_keras_layer": use_keras_layer,
+            "activation": activation,
+            "use_sync_bn": use_sync_bn,
+            "norm_momentum": norm_momentum,
+            "norm_epsilon": norm_epsilon,
+            "kernel_initializer": kernel_initializer,
+            "kernel_regularizer": kernel_regularizer,
+            "bias_regularizer": bias_regularizer,
+            "levels": None,  # set below, once checked against the pyramid
+            "block": block,
+            "inter_channels": inter_channels,
+            "dct_size": dct_size,
+            "position_encoding": bool(position_encoding),
+        }
+        conv2d = (tf_keras.layers.SeparableConv2D if use_separable_conv
+                  else tf_keras.layers.Conv2D)
+        conv_args = dict(padding="same", kernel_initializer=kernel_initializer,
+                         kernel_regularizer=kernel_regularizer,
+                         bias_regularizer=bias_regularizer)
+        bn_axis = -1 if tf_keras.backend.image_data_format() == "channels_last" else 1
+        if bn_axis != -1:
+            raise ValueError("`ENLFPN` needs image_data_format 'channels_last' (the blocks "
+                             "are channels-last), received 'channels_first'")
+
+        inputs = self._build_input_pyramid(input_specs, min_level)
+        backbone_max_level = min(int(max(inputs.keys())), max_level)
+        # Blocks live on the top-down stream, [min_level, backbone_max_level];
+        # the coarser RetinaNet-style levels are not part of it.
+        levels = check_levels(levels, min_level, backbone_max_level)
+        self._config_dict["levels"] = levels
+        blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
+                  for level in levels}
+
+        def apply_block(level, feature):
+            if level not in blocks:
+                return feature
+            output = blocks[level](feature)
+            regularize_kernels(blocks[level], kernel_regularizer)  # built by the call
+            return output
+
+        feats_lateral = {
+            level: conv2d(filters=num_filters, kernel_size=1, name=f"lateral_{level}",
+                          **conv_args)(inputs[str(level)])
+            for level in range(min_level, backbone_max_level + 1)
+        }
+
+        # Top-down path: merge, then the block, then upsample into the next level.
+        feats = {str(backbone_max_level): apply_block(backbone_max_level,
+                                                      feats_lateral[backbone_max_level])}
+        for level in range(backbone_max_level - 1, min_level - 1, -1):
+            upsampled = spatial_transform_ops.nearest_upsampling(
+                feats[str(level + 1)], 2, use_keras_layer=use_keras_layer)
+            lateral = feats_lateral[level]
+            if fusion_type == "sum":
+                merged = (tf_keras.layers.Add()([upsampled, lateral]) if use_keras_layer
+                          else upsampled + lateral)
+            else:
+                merged = (tf_keras.layers.Concatenate(axis=-1)([upsampled, lateral])
+                          if use_keras_layer else tf.concat([upsampled, lateral], axis=-1))
+            feats[str(level)] = apply_block(level, merged)
+
+        for level in range(min_level, backbone_max_level + 1):
+            feats[str(level)] = conv2d(filters=num_filters, strides=1, kernel_size=3,
+                                       name=f"post_hoc_{level}", **conv_args)(feats[str(level)])
+
+        activation_fn = tf_utils.get_activation(activation, use_keras_layer=True)
+        for level in range(backbone_max_level + 1, max_level + 1):
+            feats_in = feats[str(level - 1)]
+            if level > backbone_max_level + 1:
+                feats_in = activation_fn(feats_in)
+            feats[str(level)] = conv2d(filters=num_filters, strides=2, kernel_size=3,
+                                       name=f"coarser_{level}", **conv_args)(feats_in)
+
+        for level in range(min_level, max_level + 1):
+            feats[str(level)] = tf_keras.layers.BatchNormalization(
+                axis=bn_axis, momentum=norm_momentum, epsilon=norm_epsilon,
+                synchronized=use_sync_bn, name=f"norm_{level}")(feats[str(level)])
+
+        self._output_specs = {str(level): feats[str(level)].get_shape()
+                              for level in range(min_level, max_level + 1)}
+        # Skip FPN.__init__ (it would build the graph without the blocks) and
+        # initialise FPN's base, which tf_keras turns into a Functional model
+        # (it rewrites the bases of the class on first use).
+        super(fpn.FPN, self).__init__(inputs=inputs, outputs=feats, **kwargs)
+
+    @property
+    def blocks(self) -> dict[int, tf_keras.layers.Layer]:
+        """The (E)NL block layers, keyed by level."""
+        block = self._config_dict["block"]
+        return {level: self.get_layer(f"{block}_{level}") for level in self._config_dict["levels"]}
+
+    def get_config(self) -> Mapping[str, Any]:
+        config = dict(self._config_dict)
+        config["levels"] = list(config["levels"])
+        config["dct_size"] = list(config["dct_size"])
+        return config
+
+
+@factory.register_decoder_builder("enl_fpn")
+def build_enl_fpn_decoder(
+    input_specs: Mapping[str, tf.TensorShape],
+    model_config: hyperparams.Config,
+    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
+) -> tf_keras.Model:
+    """Builds an ``ENLFPN`` from a model config whose decoder type is ``enl_fpn``.
+
+    Raises:
+        ValueError: if the decoder type is not ``enl_fpn``, or a field is
+            invalid (the message names it).
+    """
+    decoder_type = model_config.decoder.type
+    if decoder_type != "enl_fpn":
+        raise ValueError(f"Inconsistent decoder type {decoder_type!r}; need 'enl_fpn'.")
+    decoder_cfg = model_config.decoder.get()
+    norm_activation_config = model_config.norm_activation
+    return ENLFPN(
+        input_specs=input_specs,
+        min_level=model_config.min_level,
+        max_level=model_config.max_level,
+        num_filters=decoder_cfg.num_filters,
+        fusion_type=decoder_cfg.fusion_type,
+        use_separable_conv=decoder_cfg.use_separable_conv,
+        use_keras_layer=decoder_cfg.use_keras_layer,
+        activation=norm_activation_config.activation,
+        use_sync_bn=norm_activation_config.use_sync_bn,
+        norm_momentum=norm_activation_config.norm_momentum,
+        norm_epsilon=norm_activation_config.norm_epsilon,
+        kernel_regularizer=l2_regularizer,
+        levels=decoder_cfg.levels,
+        block=decoder_cfg.block,
+        inter_channels=decoder_cfg.inter_channels,
+        dct_size=decoder_cfg.dct_size,
+        position_encoding=decoder_cfg.position_encoding)

@@ -1,0 +1,1 @@
+"""Task registrations (Model Garden's Mask R-CNN task for the ENL configs)."""
