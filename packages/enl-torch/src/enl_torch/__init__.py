@@ -5,10 +5,10 @@ float64 reference ``enl_core`` (ENL-SPEC.md). ``convert`` moves weights to and
 from the Keras layers and the neutral ``.npz``; ``functional`` is the math.
 """
 
-from enl_torch import functional
+from enl_torch import convert, functional
 from enl_torch.enl import ENL
 from enl_torch.nonlocal_block import NonLocal
 
 __version__ = "0.1.0"
 
-__all__ = ["ENL", "NonLocal", "functional"]
+__all__ = ["ENL", "NonLocal", "convert", "functional"]

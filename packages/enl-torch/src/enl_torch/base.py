@@ -35,21 +35,23 @@ from enl_core import params as core_params
 from enl_core.validation import positive_int
 
 
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A float numpy copy; float16 / bfloat16 widen to float32 (numpy has no bfloat16)."""
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    return tensor.cpu().numpy().copy()
+
+
 def _kernel(conv: nn.Conv2d) -> np.ndarray:
-    """(out, in, 1, 1) torch weight -> (in, out) shared kernel, as float numpy."""
-    weight = conv.weight.detach()[:, :, 0, 0].t()
-    if not weight.dtype.is_floating_point or weight.dtype in (torch.float16, torch.bfloat16):
-        weight = weight.float()
-    return weight.cpu().numpy().copy()
+    """(out, in, 1, 1) torch weight -> (in, out) shared kernel."""
+    return np.ascontiguousarray(to_numpy(conv.weight[:, :, 0, 0].t()))
 
 
 def _bias(conv: nn.Conv2d, reference: np.ndarray) -> np.ndarray:
     if conv.bias is None:
         return np.zeros(reference.shape[1], dtype=reference.dtype)
-    bias = conv.bias.detach()
-    if bias.dtype in (torch.float16, torch.bfloat16):
-        bias = bias.float()
-    return bias.cpu().numpy().copy()
+    return to_numpy(conv.bias)
 
 
 def _as_bool(name: str, value) -> bool:

@@ -9,7 +9,7 @@ from torch import nn
 from enl_core import dct as core_dct
 from enl_core.validation import normalize_dct_size, normalize_dct_weights
 from enl_torch import functional
-from enl_torch.base import BlockProjections, _as_bool
+from enl_torch.base import BlockProjections, _as_bool, to_numpy
 
 
 class ENL(BlockProjections):
@@ -113,7 +113,7 @@ class ENL(BlockProjections):
     def _dct_weights_array(self) -> np.ndarray | None:
         if self.dct_weights is None:
             return None
-        return self.dct_weights.detach().float().cpu().numpy().copy()
+        return to_numpy(self.dct_weights)
 
     @torch.no_grad()
     def _set_dct_weights_array(self, weights: np.ndarray | None) -> None:
