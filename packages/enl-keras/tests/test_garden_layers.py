@@ -170,3 +170,10 @@ def test_twin_config_and_errors():
         garden.ENL()(np.zeros((1, 3, 4, 2), "int32"))
     with pytest.raises(ValueError, match="inputs.*known channel"):
         garden.ENL()(tf_keras.Input((None, None, None)))
+
+
+def test_twin_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(garden, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

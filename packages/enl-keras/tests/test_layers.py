@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 
+import hypothesis
+import hypothesis.strategies as st
 import keras
 import numpy as np
 import pytest
@@ -517,3 +519,26 @@ def test_attention_map_rejects_positions_outside_the_grid():
             layer.attention_map(x, position)
     with pytest.raises(ValueError, match="attention_map.*known H, W"):
         layer.attention_map(keras.Input((None, None, CHANNELS), batch_size=1), 0)
+
+
+# --------------------------------------------------- properties, docs
+@hypothesis.given(height=st.integers(1, 9), width=st.integers(1, 9),
+                  channels=st.integers(1, 6), inter=st.integers(1, 4),
+                  dct_size=st.tuples(st.integers(1, 10), st.integers(1, 10)),
+                  seed=st.integers(0, 2**16))
+def test_enl_matches_reference_for_any_size(height, width, channels, inter, dct_size, seed):
+    """Any grid (1 x 1 included, smaller or larger than dct_size), C, C'."""
+    params = enl_core.init_params(channels, inter, seed=seed)
+    x = np.random.default_rng(seed).normal(size=(2, height, width, channels))
+    layer = enl_keras.ENL(inter_channels=inter, dct_size=dct_size, dtype="float64")
+    layer.set_block_weights(params)
+    assert_close(to_numpy(layer(x)), enl_core.enl_block(x, params, dct_size=dct_size), "float64")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import enl_keras.layers
+
+    result = doctest.testmod(enl_keras.layers, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

@@ -52,8 +52,10 @@ class ENL(blocks.ENLBlock, keras.layers.Layer):
     >>> inputs = keras.Input((None, None, 32))
     >>> outputs = enl_keras.ENL(dct_size=(9, 9))(inputs)
     >>> model = keras.Model(inputs, outputs)
-    >>> model(keras.ops.ones((2, 24, 20, 32))).shape
+    >>> tuple(model(keras.ops.ones((2, 24, 20, 32))).shape)
     (2, 24, 20, 32)
+    >>> tuple(model.layers[-1].attention_map(keras.ops.ones((2, 24, 20, 32)), (3, 7)).shape)
+    (2, 24, 20)
     """
 
     _initializers = keras.initializers
@@ -90,7 +92,7 @@ class NonLocal(blocks.NonLocalBlock, keras.layers.Layer):
 
     >>> import keras, enl_keras
     >>> layer = enl_keras.NonLocal(mode="embedded_gaussian", sub_sample=True)
-    >>> layer(keras.ops.ones((1, 16, 16, 8))).shape
+    >>> tuple(layer(keras.ops.ones((1, 16, 16, 8))).shape)
     (1, 16, 16, 8)
     """
 

@@ -61,8 +61,11 @@ class NonLocal(blocks.NonLocalBlock, tf_keras.layers.Layer):
 
     Example:
 
+    >>> import tf_keras
     >>> from enl_keras.garden.layers import NonLocal
-    >>> layer = NonLocal(mode="embedded_gaussian")
+    >>> layer = NonLocal(mode="embedded_gaussian", sub_sample=True)
+    >>> tuple(layer(tf_keras.backend.ones((1, 8, 8, 4))).shape)
+    (1, 8, 8, 4)
     """
 
     _initializers = tf_keras.initializers
