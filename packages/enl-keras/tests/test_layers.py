@@ -197,6 +197,8 @@ def test_channels_first_matches_channels_last(cls):
     actual = to_numpy(first(np.transpose(x, (0, 3, 1, 2))))
     np.testing.assert_allclose(np.transpose(actual, (0, 2, 3, 1)), expected, rtol=1e-6,
                                atol=1e-6)
+    np.testing.assert_allclose(to_numpy(first.attention_map(np.transpose(x, (0, 3, 1, 2)), 7)),
+                               to_numpy(last.attention_map(x, 7)), rtol=1e-6, atol=1e-6)
     inputs = keras.Input((CHANNELS, None, None))
     assert keras.Model(inputs, first(inputs)).output_shape == (None, CHANNELS, None, None)
 

@@ -40,6 +40,12 @@ class ENL(blocks.ENLBlock, keras.layers.Layer):
     Input / output shape: (B, H, W, C) (channels_last) with any B, H, W; C
     must be known and fixed after the first call.
 
+    Besides the Layer API: ``attention_map(inputs, position)`` (the affinity
+    row of one query, Fig. 1), ``get_block_weights()`` /
+    ``set_block_weights(weights)`` (the shared layout of
+    ``enl_core.params``, exact both ways) and ``save_npz(path)`` /
+    ``load_npz(path)`` (the framework-neutral file).
+
     Raises:
         ValueError: ``inter_channels`` <= 0, malformed ``dct_size`` or
             ``dct_weights``, unknown ``data_format``; at build / call, an
