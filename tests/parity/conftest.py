@@ -49,21 +49,32 @@ class Results:
         return arrays
 
 
-@pytest.fixture(scope="session")
-def block_results(parity_pool):
-    """Every Hypothesis-drawn block case, run once by every implementation."""
-    directory = parity_pool.workdir / "blocks"
+def run_batch(pool: WorkerPool, kind: str, cases, arrays_of, implementations) -> Results:
+    """Writes every case file, has every implementation run them all in one
+    job, and returns the results."""
+    directory = pool.workdir / kind
     directory.mkdir()
-    cases = parity_cases.block_cases()
-    paths, inputs = {}, {}
-    jobs = {name: {"type": "blocks", "cases": []} for name in parity_pool.workers}
+    paths, inputs, describe = {}, {}, {}
+    jobs = {name: {"type": kind, "cases": []} for name in implementations}
     for key, spec in cases:
         case_path = inputs[key] = directory / f"{key}.npz"
-        protocol.write_npz(case_path, spec, **protocol.case_arrays(spec))
+        protocol.write_npz(case_path, spec, **arrays_of(spec))
+        describe[key] = f"{protocol.describe(spec)}, case file {case_path}"
         for name, job in jobs.items():
             paths[name, key] = directory / f"{key}.{name}.npz"
             job["cases"].append((str(case_path), str(paths[name, key])))
-    answers = parity_pool.run(jobs)
-    return Results(paths, answers,
-                   {key: f"{protocol.describe(spec)}, case file {directory / key}.npz"
-                    for key, spec in cases}, inputs)
+    return Results(paths, pool.run(jobs), describe, inputs)
+
+
+@pytest.fixture(scope="session")
+def block_results(parity_pool):
+    """Every Hypothesis-drawn block case, run once by every implementation."""
+    return run_batch(parity_pool, "blocks", parity_cases.block_cases(), protocol.case_arrays,
+                     parity_pool.workers)
+
+
+@pytest.fixture(scope="session")
+def top_down_results(parity_pool):
+    """Every top-down stream case, run by the reference and both decoders."""
+    return run_batch(parity_pool, "top_down", parity_cases.top_down_cases(),
+                     protocol.top_down_arrays, protocol.TOP_DOWN_IMPLEMENTATIONS)

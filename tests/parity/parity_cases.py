@@ -52,12 +52,32 @@ def nonlocal_specs(draw) -> dict:
     }
 
 
-def draw_specs(strategy) -> list[dict]:
-    """The examples Hypothesis generates for ``strategy`` under the active
-    profile (its ``max_examples``, derandomization), without duplicates."""
-    drawn = []
+@st.composite
+def top_down_specs(draw) -> dict:
+    """An ENL-FPN top-down stream over levels 2..5 with blocks on any levels.
 
-    @settings(database=None, phases=[Phase.generate])
+    P5 is base_height x base_width (1..5), so P2 reaches 40 x 40.
+    """
+    block = draw(st.sampled_from(["enl", "nl"]))
+    levels = draw(st.lists(st.sampled_from([5, 4, 3, 2]), min_size=1, max_size=4, unique=True))
+    return {
+        "block": block, "block_levels": sorted(levels, reverse=True),
+        "batch": draw(st.integers(1, 2)), "base_height": draw(st.integers(1, 5)),
+        "base_width": draw(st.integers(1, 5)), "channels": draw(st.integers(1, 32)),
+        "inter_channels": draw(st.integers(1, 16)),
+        "position_encoding": block == "enl" and draw(st.booleans()),
+        "dct_size": draw(dct_sizes), "seed": draw(seeds),
+    }
+
+
+def draw_specs(strategy, fraction: int = 1) -> list[dict]:
+    """The examples Hypothesis generates for ``strategy`` under the active
+    profile (its ``max_examples`` divided by ``fraction``, at least 3;
+    its derandomization), without duplicates."""
+    drawn = []
+    examples = max(3, settings.default.max_examples // fraction)
+
+    @settings(database=None, phases=[Phase.generate], max_examples=examples)
     @given(strategy)
     def collect(spec):
         drawn.append(spec)
@@ -81,3 +101,13 @@ def block_cases() -> tuple[tuple[str, dict], ...]:
         for spec in draw_specs(strategy):
             cases.append((case_id(len(cases), spec), spec))
     return tuple(cases)
+
+
+@functools.cache
+def top_down_cases() -> tuple[tuple[str, dict], ...]:
+    """(id, spec) of the session's top-down stream cases. A fifth of the
+    profile's examples: each builds a whole Model Garden decoder (seconds)."""
+    return tuple((f"fpn{index:02d}-{spec['block']}{''.join(map(str, spec['block_levels']))}"
+                  f"-{spec['batch']}x{spec['base_height']}x{spec['base_width']}"
+                  f"x{spec['channels']}c{spec['inter_channels']}", spec)
+                 for index, spec in enumerate(draw_specs(top_down_specs(), fraction=5)))

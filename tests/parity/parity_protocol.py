@@ -42,10 +42,11 @@ IMPLEMENTATIONS = {
 FRAMEWORKS = tuple(name for name in IMPLEMENTATIONS if name != "core")
 # The dtype every framework computes in; tolerances come from enl_core.testing.
 DTYPE = "float32"
-# Central differences per gradient tensor: several directions compared as one
-# array, so one direction nearly orthogonal to the gradient cannot make the
-# check flaky.
-DIRECTIONS = 2
+# Random directions per gradient tensor for the reference's central
+# differences. One suffices: all tensors of a case are compared as one array
+# (parity_checks.assert_gradients_close), so a direction nearly orthogonal to
+# one gradient cannot make the check flaky.
+DIRECTIONS = 1
 # A line a worker prints to answer a job; anything else on stdout is logged.
 MARKER = "@@parity@@ "
 
@@ -80,9 +81,51 @@ def case_arrays(spec: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def block_weights(arrays: dict) -> dict[str, np.ndarray]:
-    """The ``w.<name>`` arrays of a case under their interchange names."""
-    return {key[2:]: value for key, value in arrays.items() if key.startswith("w.")}
+def block_weights(arrays: dict, prefix: str = "w.") -> dict[str, np.ndarray]:
+    """The ``w.<name>`` arrays of a case (``w.<level>.<name>`` with
+    ``prefix="w.<level>."``) under their interchange names."""
+    return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+
+
+# The ENL-FPN top-down stream: pyramid levels 2..5 (torchvision's and Model
+# Garden's C2..C5), level l of size base * 2**(5 - l), so that every
+# upsampling is an exact 2x (Model Garden's nearest_upsampling needs that).
+TOP_DOWN_LEVELS = (2, 3, 4, 5)
+# The two ENL-FPN decoders: Model Garden's (tf_keras) and torchvision's.
+TOP_DOWN_IMPLEMENTATIONS = ("core", "tf_keras", "torch")
+
+
+def top_down_shapes(spec: dict) -> dict[int, tuple[int, int, int, int]]:
+    """(B, H, W, C) of the lateral feature of each level."""
+    return {level: (spec["batch"], spec["base_height"] * 2 ** (5 - level),
+                    spec["base_width"] * 2 ** (5 - level), spec["channels"])
+            for level in TOP_DOWN_LEVELS}
+
+
+def top_down_gradient_names(spec: dict) -> list[str]:
+    """``lat.<level>`` (each lateral feature) and ``<level>.<weight name>``."""
+    names = [f"lat.{level}" for level in TOP_DOWN_LEVELS]
+    return names + [f"{level}.{name}" for level in spec["block_levels"]
+                    for name in enl_params.WEIGHT_NAMES]
+
+
+def top_down_arrays(spec: dict) -> dict[str, np.ndarray]:
+    """Lateral features ``lat.<l>``, cotangents ``r.<l>`` of the loss
+    ``sum_l sum(P_l * r_l)``, block weights ``w.<l>.<name>`` and directions."""
+    rng = np.random.default_rng(spec["seed"])
+    arrays = {}
+    for level, shape in top_down_shapes(spec).items():
+        arrays[f"lat.{level}"] = rng.normal(size=shape).astype(np.float32)
+        arrays[f"r.{level}"] = rng.normal(size=shape).astype(np.float32)
+    for level in spec["block_levels"]:
+        block = enl_params.init_params(spec["channels"], spec["inter_channels"],
+                                       seed=int(rng.integers(2**32)))
+        for name, value in block.as_dict().items():
+            arrays[f"w.{level}.{name}"] = value.astype(np.float32)
+    for name in top_down_gradient_names(spec):
+        target = arrays[name if name.startswith("lat.") else f"w.{name}"]
+        arrays[f"v.{name}"] = rng.normal(size=(DIRECTIONS, *target.shape))
+    return arrays
 
 
 def write_npz(path, spec: dict | None = None, **arrays) -> None:

@@ -66,6 +66,16 @@ class Adapter:
         weights of the saved block, for constructor arguments only."""
         raise NotImplementedError
 
+    def top_down_forward_and_gradients(self, spec: dict, weights: dict, laterals: dict,
+                                       cotangents: dict) -> tuple[dict, dict]:
+        """The framework's ENL-FPN decoder with identity lateral and output
+        convolutions (and an identity output norm), so that its outputs are
+        the top-down stream itself, fed with ``laterals`` (level -> NHWC).
+        ``weights``: level -> block weights. Returns (level -> P_l, gradients
+        of ``sum_l sum(P_l * r_l)`` named as in
+        :func:`parity_protocol.top_down_gradient_names`)."""
+        raise NotImplementedError(f"{self.name} has no ENL-FPN top-down stream")
+
     def load_foreign(self, spec: dict, path: str, x: np.ndarray):
         """A block read from another implementation's native file, when this
         framework can read it directly (e.g. a ``.keras`` file across Keras
@@ -123,8 +133,34 @@ def interchange_job(adapter: Adapter, job: dict) -> dict:
     return {"natives": natives}
 
 
+def top_down_job(adapter: Adapter, job: dict) -> dict:
+    """Runs a batch of top-down stream cases; one result file per case."""
+    failed = 0
+    for case_path, result_path in job["cases"]:
+        try:
+            spec, arrays = protocol.read_npz(case_path)
+            levels = protocol.TOP_DOWN_LEVELS
+            outputs, grads = adapter.top_down_forward_and_gradients(
+                spec, {level: protocol.block_weights(arrays, f"w.{level}.")
+                       for level in spec["block_levels"]},
+                {level: arrays[f"lat.{level}"] for level in levels},
+                {level: arrays[f"r.{level}"] for level in levels})
+            wanted = protocol.top_down_gradient_names(spec)
+            missing = [name for name in wanted if name not in grads]
+            if missing:
+                raise KeyError(f"{adapter.name} returned no gradient for {missing}")
+            protocol.write_npz(result_path,
+                               **{f"p.{level}": outputs[level] for level in levels},
+                               **{f"grad.{name}": grads[name] for name in wanted})
+        except Exception:  # noqa: BLE001 - one failing case must not hide the others
+            failed += 1
+            protocol.write_error(result_path, traceback.format_exc())
+    return {"failed": failed}
+
+
 def run(adapter: Adapter) -> None:
     protocol.serve(adapter.name, adapter.setup, {
         "blocks": lambda job: blocks_job(adapter, job),
         "interchange": lambda job: interchange_job(adapter, job),
+        "top_down": lambda job: top_down_job(adapter, job),
     })

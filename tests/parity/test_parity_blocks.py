@@ -21,32 +21,12 @@ import numpy as np
 import parity_cases
 import parity_protocol as protocol
 import pytest
+from parity_checks import assert_gradients_close, projected_gradients
 
 from enl_core.testing import assert_close
 
 CASES = dict(parity_cases.block_cases())
 CASE_IDS = list(CASES)
-
-
-def _assert_gradients_close(actual: dict, expected: dict, context: str) -> None:
-    """``assert_close`` on all of a block's gradient tensors at once.
-
-    One comparison over the concatenation, so the absolute tolerance is
-    scaled by the block's largest gradient: a gradient that is zero in exact
-    arithmetic (phi's bias under the softmax, which is shift-invariant) is a
-    float32 sum of cancelling terms, and only that scale says how small its
-    rounding is. A failure names each tensor and its largest difference.
-    """
-    names = list(expected)
-    try:
-        assert_close(np.concatenate([np.ravel(actual[n]) for n in names]),
-                     np.concatenate([np.ravel(expected[n]) for n in names]),
-                     protocol.DTYPE, gradient=True)
-    except AssertionError as error:
-        worst = "\n".join(
-            f"  {name}: max |difference| {np.max(np.abs(actual[name] - expected[name])):.3g}, "
-            f"max |expected| {np.max(np.abs(expected[name])):.3g}" for name in names)
-        raise AssertionError(f"{context}\n{worst}\n{error}") from None
 
 
 @pytest.mark.parametrize("implementation", protocol.FRAMEWORKS)
@@ -65,17 +45,12 @@ def test_gradients_match_float64_central_differences(block_results, implementati
     result = block_results.get(implementation, case)
     reference = block_results.get("core", case)
     _, arrays = protocol.read_npz(block_results.inputs[case])
-    projected = {}
-    for name in protocol.gradient_names(CASES[case]):
-        grad, directions = result[f"grad.{name}"], arrays[f"v.{name}"]
-        assert grad.shape == directions.shape[1:], (
-            f"{implementation}: gradient w.r.t. {name} has shape {grad.shape}, "
-            f"expected {directions.shape[1:]}")
-        projected[name] = np.tensordot(directions, grad.astype(np.float64), axes=grad.ndim)
-    expected = {name: reference[f"fd.{name}"] for name in projected}
-    _assert_gradients_close(projected, expected, f"{implementation} gradients projected on "
-                            f"random directions vs float64 central differences, "
-                            f"{block_results.describe[case]}")
+    names = protocol.gradient_names(CASES[case])
+    projected = projected_gradients(result, arrays, names, implementation)
+    expected = {name: reference[f"fd.{name}"] for name in names}
+    assert_gradients_close(projected, expected, f"{implementation} gradients projected on "
+                           f"random directions vs float64 central differences, "
+                           f"{block_results.describe[case]}")
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -85,4 +60,4 @@ def test_frameworks_agree_with_each_other(block_results, case):
     for (name_a, a), (name_b, b) in itertools.combinations(results.items(), 2):
         context = f"{name_a} vs {name_b}, {block_results.describe[case]}"
         assert_close(a["z"], b["z"], protocol.DTYPE, err_msg=f"z, {context}")
-        _assert_gradients_close({n: a[n] for n in names}, {n: b[n] for n in names}, context)
+        assert_gradients_close({n: a[n] for n in names}, {n: b[n] for n in names}, context)

@@ -21,12 +21,13 @@ import parity_protocol as protocol
 from enl_core import blocks
 from enl_core import params as enl_params
 
-# Step of the central differences. The loss is a polynomial of degree <= 3 in
-# x and <= 2 in each weight for the dot-product blocks, so the 4-point stencil
-# (error O(h^4)) is exact up to rounding and a wide step keeps rounding small.
+# Step of the central differences: a 4-point stencil (error O(h^4)), exact up
+# to rounding for polynomials of degree <= 4, such as the dot-product blocks
+# in x (degree 3). In each single weight tensor those blocks are linear (d:
+# quadratic), so there the 2-point stencil is exact and half the cost.
+STEP = 1e-3
 # Max pooling (sub_sample) has kinks, some within 1e-6 of a drawn point (seen):
 # a tiny step keeps every window's argmax; the loss is smooth elsewhere.
-STEP = 1e-3
 STEP_SUB_SAMPLE = 1e-7
 
 
@@ -41,29 +42,105 @@ def reference(spec: dict, weights: dict, x: np.ndarray) -> np.ndarray:
                                  spec["position_encoding"], tuple(spec["dct_size"]))
 
 
+def central_differences(loss, tensors: dict, directions: dict, step: float,
+                        two_point=frozenset()) -> dict:
+    """``d/dh loss(tensors with t + h v)`` at h = 0, for each tensor name t in
+    ``directions`` and each of its directions v: the 4-point stencil, or the
+    2-point one for the names in ``two_point`` (where loss is quadratic)."""
+    def shifted(name, offset):
+        return loss({**tensors, name: tensors[name] + offset})
+
+    def derivative(name, v):
+        if name in two_point:
+            return (shifted(name, step * v) - shifted(name, -step * v)) / (2 * step)
+        return (-shifted(name, 2 * step * v) + 8 * shifted(name, step * v)
+                - 8 * shifted(name, -step * v) + shifted(name, -2 * step * v)) / (12 * step)
+
+    return {name: np.array([derivative(name, v) for v in name_directions])
+            for name, name_directions in directions.items()}
+
+
 def directional_derivatives(spec: dict, arrays: dict) -> dict[str, np.ndarray]:
-    """``d/dh sum(z(t + h v) * r)`` at h = 0 for each tensor t and direction v."""
-    weights = {name: arrays[name].astype(np.float64) for name in arrays
-               if name.startswith("w.")}
-    x, r = arrays["x"].astype(np.float64), arrays["r"].astype(np.float64)
-    step = STEP_SUB_SAMPLE if spec["block"] == "nl" and spec["sub_sample"] else STEP
+    """Central differences of ``sum(z * r)`` w.r.t. x and every weight."""
+    r = arrays["r"].astype(np.float64)
+    tensors = {"x": arrays["x"].astype(np.float64)}
+    tensors.update({name: value.astype(np.float64)
+                    for name, value in protocol.block_weights(arrays).items()})
 
-    def loss(name, offset):
-        tensors = {"x": x, **weights}
-        key = name if name == "x" else f"w.{name}"
-        tensors[key] = tensors[key] + offset
-        z = reference(spec, protocol.block_weights(tensors), tensors["x"])
-        return float(np.sum(z * r))
+    def loss(values):
+        weights = {name: value for name, value in values.items() if name != "x"}
+        return float(np.sum(reference(spec, weights, values["x"]) * r))
 
-    derivatives = {}
-    for name in protocol.gradient_names(spec):
-        values = []
-        for direction in arrays[f"v.{name}"]:
-            h = step * direction
-            values.append((-loss(name, 2 * h) + 8 * loss(name, h) - 8 * loss(name, -h)
-                           + loss(name, -2 * h)) / (12 * step))
-        derivatives[name] = np.array(values)
-    return derivatives
+    names = protocol.gradient_names(spec)
+    if spec["block"] == "nl" and spec["sub_sample"]:
+        step, two_point = STEP_SUB_SAMPLE, frozenset()
+    elif spec["block"] == "nl" and spec["mode"] == "embedded_gaussian":
+        step, two_point = STEP, frozenset()
+    else:
+        step, two_point = STEP, frozenset(names) - {"x"}
+    return central_differences(loss, tensors, {name: arrays[f"v.{name}"] for name in names},
+                               step, two_point)
+
+
+def upsample(feature: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour 2x upsampling of (B, H, W, C)."""
+    return feature.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def reference_top_down(spec: dict, laterals: dict, weights: dict) -> dict:
+    """The ENL-FPN top-down stream, written plainly (ENL-SPEC "Coarse-to-fine
+    placement"): ``P5 = block_5(lat5)``, ``P_l = block_l(lat_l + up(P_{l+1}))``;
+    a level without a block passes its merged feature on unchanged.
+
+    ``weights[level]`` holds the block's weights; "enl" blocks are ENL with the
+    spec's position term, "nl" blocks the embedded-Gaussian NL (scaled), as
+    both decoders build them.
+    """
+    outputs, coarser = {}, None
+    for level in sorted(protocol.TOP_DOWN_LEVELS, reverse=True):
+        merged = laterals[level] if coarser is None else laterals[level] + upsample(coarser)
+        if level in spec["block_levels"]:
+            block = {"block": spec["block"], "position_encoding": spec["position_encoding"],
+                     "dct_size": spec["dct_size"], "mode": "embedded_gaussian", "scale": True,
+                     "sub_sample": False}
+            if spec["block"] == "nl":
+                block["position_encoding"] = False
+            merged = reference(block, weights[level], merged)
+        outputs[level] = coarser = merged
+    return outputs
+
+
+def top_down_job(job: dict) -> dict:
+    failed = 0
+    for case_path, result_path in job["cases"]:
+        try:
+            spec, arrays = protocol.read_npz(case_path)
+            tensors = {name: value.astype(np.float64) for name, value in arrays.items()
+                       if name.startswith(("lat.", "w."))}
+
+            def stream(values, spec=spec):
+                laterals = {level: values[f"lat.{level}"] for level in protocol.TOP_DOWN_LEVELS}
+                weights = {level: protocol.block_weights(values, f"w.{level}.")
+                           for level in spec["block_levels"]}
+                return reference_top_down(spec, laterals, weights)
+
+            def loss(values, arrays=arrays, stream=stream):
+                return float(sum(np.sum(p * arrays[f"r.{level}"].astype(np.float64))
+                                 for level, p in stream(values).items()))
+
+            names = protocol.top_down_gradient_names(spec)
+            fd = central_differences(
+                loss, tensors,
+                {(name if name.startswith("lat.") else f"w.{name}"): arrays[f"v.{name}"]
+                 for name in names}, STEP)
+            outputs = stream(tensors)
+            protocol.write_npz(result_path, **{f"p.{level}": p for level, p in outputs.items()},
+                               **{f"fd.{name}": fd[name if name.startswith("lat.") else
+                                                   f"w.{name}"] for name in names})
+        except Exception:  # noqa: BLE001 - reported per case by the driver
+            failed += 1
+            protocol.write_error(result_path, traceback.format_exc())
+    return {"failed": failed}
 
 
 def blocks_job(job: dict) -> dict:
@@ -98,4 +175,5 @@ def interchange_job(job: dict) -> dict:
 
 
 if __name__ == "__main__":
-    protocol.serve("core", lambda: None, {"blocks": blocks_job, "interchange": interchange_job})
+    protocol.serve("core", lambda: None, {"blocks": blocks_job, "interchange": interchange_job,
+                                          "top_down": top_down_job})

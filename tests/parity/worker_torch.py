@@ -7,7 +7,10 @@ Native weight file: a ``state_dict`` saved with ``torch.save``.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
+import parity_protocol as protocol
 import parity_worker
 
 torch = enl_torch = None  # imported by setup(), inside the worker only
@@ -68,6 +71,46 @@ class TorchAdapter(parity_worker.Adapter):
         block = self._construct(spec, template)
         block.load_state_dict(torch.load(path, weights_only=True), strict=True)
         return block
+
+    def top_down_forward_and_gradients(self, spec, weights, laterals, cotangents):
+        from enl_torch.detection.fpn import ENLFeaturePyramidNetwork
+
+        levels, channels = protocol.TOP_DOWN_LEVELS, spec["channels"]
+        kwargs = {"inter_channels": spec["inter_channels"]}
+        if spec["block"] == "enl":
+            kwargs.update(dct_size=tuple(spec["dct_size"]),
+                          position_encoding=spec["position_encoding"])
+        fpn = ENLFeaturePyramidNetwork([channels] * len(levels), channels, levels=levels,
+                                       block_levels=spec["block_levels"], block=spec["block"],
+                                       block_kwargs=kwargs)
+        # Identity lateral (1x1) and output (3x3) convolutions: the FPN's
+        # outputs are then its top-down stream fed with `laterals`.
+        identity = torch.eye(channels)
+        with torch.no_grad():
+            for lateral, output in zip(fpn.inner_blocks, fpn.layer_blocks, strict=True):
+                lateral[0].weight.copy_(identity[:, :, None, None])
+                lateral[0].bias.zero_()
+                output[0].weight.zero_()
+                output[0].weight[:, :, 1, 1] = identity
+                output[0].bias.zero_()
+        blocks = {level: fpn.top_down_blocks[levels.index(level)]
+                  for level in spec["block_levels"]}
+        for level, block in blocks.items():
+            block.set_block_weights(weights[level])
+
+        inputs = collections.OrderedDict(
+            (str(level), _nchw(laterals[level]).requires_grad_(True)) for level in levels)
+        outputs = fpn(inputs)
+        sum((outputs[str(level)] * _nchw(cotangents[level])).sum()
+            for level in levels).backward()
+        named = {f"lat.{level}": _nhwc(inputs[str(level)].grad) for level in levels}
+        for level, block in blocks.items():
+            with torch.no_grad():
+                for parameter in block.parameters():
+                    parameter.copy_(parameter.grad)
+            named.update({f"{level}.{name}": value
+                          for name, value in block.get_block_weights().items()})
+        return {level: _nhwc(outputs[str(level)]) for level in levels}, named
 
 
 if __name__ == "__main__":
