@@ -7,6 +7,8 @@ are NCHW, so every comparison goes through :func:`to_nhwc` / :func:`to_nchw`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -62,19 +64,31 @@ def reference_enl(x: np.ndarray, params: enl_core.BlockParams, kwargs: dict) -> 
                               params.dct_weights)
 
 
+@dataclasses.dataclass
+class Call:
+    """One aten op: its tensor operands, then its tensor outputs."""
+
+    name: str
+    shapes: list[tuple]
+    dtypes: list[torch.dtype]
+
+
 class ShapeRecorder(TorchDispatchMode):
     """Records the shape and dtype of every tensor each aten op reads or writes."""
 
     def __init__(self):
         super().__init__()
-        self.records: list[tuple[str, tuple, torch.dtype]] = []
+        self.calls: list[Call] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for value in torch.utils._pytree.tree_leaves((args, kwargs, out)):
-            if isinstance(value, torch.Tensor):
-                self.records.append((str(func), tuple(value.shape), value.dtype))
+        tensors = [value for value in torch.utils._pytree.tree_leaves((args, kwargs, out))
+                   if isinstance(value, torch.Tensor)]
+        self.calls.append(Call(str(func), [tuple(t.shape) for t in tensors],
+                               [t.dtype for t in tensors]))
         return out
 
-    def largest(self) -> tuple[str, tuple, torch.dtype]:
-        return max(self.records, key=lambda r: int(np.prod(r[1], dtype=np.int64)))
+    def largest(self) -> tuple[int, str]:
+        """(numel, "op shape") of the largest tensor any op touched."""
+        return max((int(np.prod(shape, dtype=np.int64)), f"{call.name} {shape}")
+                   for call in self.calls for shape in call.shapes)
