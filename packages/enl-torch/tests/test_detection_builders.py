@@ -186,3 +186,10 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 def test_bad_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
         maskrcnn_enl_resnet_fpn(**{"num_classes": 2, **kwargs})
+
+
+def test_readme_example(readme_example, capsys):
+    exec(readme_example("torch-detection"), {})
+    printed = capsys.readouterr().out
+    assert "{2: 'Identity', 3: 'ENL', 4: 'ENL', 5: 'ENL'}" in printed
+    assert "'masks': (" in printed

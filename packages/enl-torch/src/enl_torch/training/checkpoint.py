@@ -32,18 +32,22 @@ CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's generator states, as plain values and tensors."""
+    """This process's generator states, as plain Python values.
+
+    Plain lists (not tensors) so that ``all_gather_object`` can move them
+    between ranks and ``torch.load(weights_only=True)`` can read them.
+    """
     # The legacy global generator is what third-party code draws from; save it too.
     numpy_state = np.random.get_state()  # noqa: NPY002
     state = {
         "python": random.getstate(),
-        "numpy": {"name": numpy_state[0], "key": torch.from_numpy(numpy_state[1].copy()),
+        "numpy": {"name": numpy_state[0], "key": numpy_state[1].tolist(),
                   "pos": int(numpy_state[2]), "has_gauss": int(numpy_state[3]),
                   "cached_gaussian": float(numpy_state[4])},
-        "torch": torch.get_rng_state(),
+        "torch": torch.get_rng_state().tolist(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
@@ -52,12 +56,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     python_state = state["python"]
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["name"], numpy_state["key"].numpy(),  # noqa: NPY002
+    np.random.set_state((numpy_state["name"], np.asarray(numpy_state["key"], np.uint32),  # noqa: NPY002
                          numpy_state["pos"], numpy_state["has_gauss"],
                          numpy_state["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def checkpoint_path(directory: str, step: int) -> str:

@@ -1,0 +1,332 @@
+"""``python -m enl_torch.train``: data, batch plan, schedule, COCO evaluation,
+a short overfitting run, an exact resume and a two-process DDP step, on the
+project's generated COCO-format dataset (``enl_experiments.dataset``) at 64 x 64."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from enl_core.testing import assert_close
+from enl_experiments.dataset import generate_dataset
+from enl_torch import train
+from enl_torch.data.coco import CocoDetection, find_split
+from enl_torch.training.checkpoint import load_checkpoint, rng_state, set_rng_state
+from enl_torch.training.engine import BatchPlan
+from enl_torch.training.evaluation import METRIC_NAMES, coco_metrics, detections_to_coco
+from enl_torch.training.schedule import WarmupMultiStep, warmup_multistep_scheduler
+
+# CPU-sized: 64 x 64 images, frozen backbone, few proposals (~2-5 s a step on 2 cores).
+FAST = ["--min-size", "64", "--max-size", "64", "--trainable-backbone-layers", "0",
+        "--lr", "0.005", "--warmup-steps", "0",
+        "--model-kwarg", "rpn_pre_nms_top_n_train=100",
+        "--model-kwarg", "rpn_post_nms_top_n_train=50",
+        "--model-kwarg", "rpn_batch_size_per_image=64",
+        "--model-kwarg", "box_batch_size_per_image=32",
+        "--model-kwarg", "rpn_pre_nms_top_n_test=50",
+        "--model-kwarg", "rpn_post_nms_top_n_test=20",
+        "--model-kwarg", "box_detections_per_img=10"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Two training and two validation images (one without objects)."""
+    root = tmp_path_factory.mktemp("beach")
+    generate_dataset(root, num_train=2, num_val=2, image_size=64, seed=0)
+    return root
+
+
+def read_log(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- data -------------------------------------------------------------------
+
+def test_dataset_targets_agree_with_the_annotations(data_dir):
+    dataset = CocoDetection(*find_split(str(data_dir), "train2017"), train=True)
+    assert len(dataset) == 2 and dataset.num_classes == 4
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        annotations = dataset.coco.loadAnns(dataset.coco.getAnnIds(dataset.image_ids[index]))
+        assert len(target["boxes"]) == len(annotations) > 0
+        for box, mask, label, annotation in zip(target["boxes"], target["masks"],
+                                                target["labels"], annotations, strict=True):
+            x, y, w, h = annotation["bbox"]
+            assert box.tolist() == [x, y, x + w, y + h]
+            assert dataset.label_to_category[int(label)] == annotation["category_id"]
+            rows, cols = np.nonzero(mask.numpy())
+            assert rows.size > 0  # the mask lies within its box
+            assert x - 1 <= cols.min() and cols.max() <= x + w and y - 1 <= rows.min()
+            assert rows.max() <= y + h
+
+
+def test_rle_masks_and_crowd_regions(data_dir, tmp_path):
+    """The same objects written as RLE decode to the same masks; a crowd region
+    is not a training target."""
+    images_dir, annotation_file = find_split(str(data_dir), "train2017")
+    document = json.loads(open(annotation_file).read())
+    for annotation in document["annotations"]:
+        image = next(i for i in document["images"] if i["id"] == annotation["image_id"])
+        rles = mask_utils.frPyObjects(annotation["segmentation"], image["height"],
+                                      image["width"])
+        rle = mask_utils.merge(rles)
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotation["segmentation"] = rle
+    crowd = dict(document["annotations"][0], id=10_000, iscrowd=1)
+    document["annotations"].append(crowd)
+    rle_file = tmp_path / "instances_rle.json"
+    rle_file.write_text(json.dumps(document))
+    polygons = CocoDetection(images_dir, annotation_file, train=True)
+    rle = CocoDetection(images_dir, str(rle_file), train=True)
+    for index in range(len(polygons)):
+        _, expected = polygons[index]
+        _, actual = rle[index]
+        assert torch.equal(actual["masks"], expected["masks"])
+        assert torch.equal(actual["boxes"], expected["boxes"])
+
+
+def test_flips_depend_on_seed_epoch_and_index_only(data_dir):
+    split = find_split(str(data_dir), "train2017")
+    flipped = CocoDetection(*split, train=True, hflip_prob=1.0, seed=3)
+    plain = CocoDetection(*split, train=True)
+    image, target = flipped[1]
+    reference_image, reference = plain[1]
+    assert torch.equal(image, reference_image.flip(-1))
+    assert torch.equal(target["masks"], reference["masks"].flip(-1))
+    x0, y0, x1, y1 = reference["boxes"].unbind(1)
+    assert torch.equal(target["boxes"], torch.stack([64 - x1, y0, 64 - x0, y1], dim=1))
+
+    coin = CocoDetection(*split, train=True, hflip_prob=0.5, seed=3)
+    draws = []
+    for epoch in range(8):
+        coin.set_epoch(epoch)
+        draws.append(tuple(coin._flip(i) for i in range(2)))
+    again = CocoDetection(*split, train=True, hflip_prob=0.5, seed=3)
+    again.set_epoch(5)
+    assert tuple(again._flip(i) for i in range(2)) == draws[5]
+    assert len(set(draws)) > 1
+
+
+def test_missing_split_raises(data_dir):
+    with pytest.raises(FileNotFoundError, match="instances_test2017.json"):
+        find_split(str(data_dir), "test2017")
+
+
+# --- batch plan, schedule, RNG ---------------------------------------------
+
+@pytest.mark.parametrize(("batch_size", "world_size"), [(1, 2), (2, 2), (1, 4)])
+def test_batch_plan_is_the_same_on_any_number_of_processes(batch_size, world_size):
+    """World size W x accumulation 1 reads the same micro-batches as 1 x W."""
+    distributed = BatchPlan(11, batch_size, 1, world_size, seed=7)
+    single = BatchPlan(11, batch_size, world_size, 1, seed=7)
+    assert distributed.steps_per_epoch == single.steps_per_epoch == 11 // (batch_size * world_size)
+    for step in range(3 * single.steps_per_epoch):
+        merged = sorted(mb for rank in range(world_size)
+                        for mb in distributed.micro_batches(step, rank))
+        assert merged == single.micro_batches(step, 0)
+        images = [i for _, indices in merged for i in indices]
+        assert len(set(images)) == len(images) == batch_size * world_size
+    epoch_images = [i for step in range(single.steps_per_epoch)
+                    for _, indices in single.micro_batches(step, 0) for i in indices]
+    assert len(set(epoch_images)) == len(epoch_images)  # no image twice in an epoch
+    assert single.order(0) != single.order(1)
+
+
+def test_batch_plan_needs_one_global_batch():
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        BatchPlan(3, 2, 1, 2, seed=0)
+    with pytest.raises(ValueError, match="`grad_accumulation` must be a positive int"):
+        BatchPlan(3, 1, 0, 1, seed=0)
+
+
+def test_warmup_multistep_schedule_and_its_state():
+    schedule = WarmupMultiStep(warmup_steps=4, warmup_factor=0.2, milestones=[6, 8], gamma=0.5)
+    assert [schedule(s) for s in (0, 2, 4, 5, 6, 7, 8)] == pytest.approx(
+        [0.2, 0.6, 1.0, 1.0, 0.5, 0.5, 0.25])
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = warmup_multistep_scheduler(optimizer, warmup_steps=4, warmup_factor=0.2,
+                                           milestones=[6, 8], gamma=0.5)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    state = scheduler.state_dict()
+    fresh_optimizer = torch.optim.SGD([parameter], lr=1.0)
+    fresh = warmup_multistep_scheduler(fresh_optimizer)
+    fresh.load_state_dict(state)
+    fresh_optimizer.load_state_dict(optimizer.state_dict())
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+        fresh_optimizer.step()
+        fresh.step()
+        assert fresh.get_last_lr() == scheduler.get_last_lr()
+    with pytest.raises(ValueError, match="`milestones`"):
+        WarmupMultiStep(milestones=[5, 3])
+
+
+def test_rng_state_round_trip():
+    import random
+
+    state = rng_state()
+    first = (random.random(), np.random.random(), torch.rand(3))  # noqa: NPY002
+    set_rng_state(state)
+    second = (random.random(), np.random.random(), torch.rand(3))  # noqa: NPY002
+    assert first[:2] == second[:2] and torch.equal(first[2], second[2])
+
+
+# --- evaluation ---------------------------------------------------------------
+
+def test_ground_truth_as_detections_scores_ap_one(data_dir):
+    """detections_to_coco is COCO's format: the ground truth itself scores AP 1."""
+    dataset = CocoDetection(*find_split(str(data_dir), "val2017"))
+    outputs, image_ids = [], []
+    for index in range(len(dataset)):
+        _, target = dataset[index]
+        n = len(target["boxes"])
+        outputs.append({"boxes": target["boxes"], "labels": target["labels"],
+                        "scores": torch.linspace(1.0, 0.5, n),
+                        "masks": target["masks"][:, None].float()})
+        image_ids.append(int(target["image_id"]))
+    results = detections_to_coco(outputs, image_ids, dataset.label_to_category)
+    for iou_type in ("bbox", "segm"):
+        metrics, summary = coco_metrics(dataset.coco, results[iou_type], iou_type)
+        assert set(metrics) == set(METRIC_NAMES)
+        assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+        assert "Average Precision" in summary
+    nothing, _ = coco_metrics(dataset.coco, [], "bbox")
+    assert nothing["AP"] == 0.0
+
+
+# --- the training entry ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def overfit_run(data_dir, tmp_path_factory):
+    """Four steps on the two training images, checkpoints at 2 and 4, then COCO eval."""
+    output = tmp_path_factory.mktemp("overfit")
+    args = ["--data-dir", str(data_dir), "--output-dir", str(output), "--steps", "4",
+            "--batch-size", "2", "--checkpoint-every", "2", "--seed", "1", "--clip-grad-norm", "5",
+            *FAST]
+    assert train.main(args) == 0
+    return output, args
+
+
+def test_losses_are_finite_and_fall_when_overfitting_two_images(overfit_run):
+    output, _ = overfit_run
+    log = read_log(output / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    names = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
+             "loss_rpn_box_reg"}
+    for record in log:
+        assert names <= set(record) and all(math.isfinite(record[k]) for k in names | {"loss"})
+        assert record["loss"] == pytest.approx(sum(record[k] for k in names), rel=1e-5)
+    losses = [r["loss"] for r in log]
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+
+
+def test_evaluation_writes_coco_metrics(overfit_run):
+    output, _ = overfit_run
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["num_images"] == 2
+    for iou_type in ("bbox", "segm"):
+        assert set(metrics[iou_type]) == set(METRIC_NAMES)
+        assert all(-1.0 <= v <= 1.0 for v in metrics[iou_type].values())
+    assert read_log(output / "metrics.jsonl")[-1] == metrics
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(overfit_run, tmp_path):
+    output, args = overfit_run
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(output / "checkpoints" / "step_0000002.pt", tmp_path / "checkpoints")
+    resumed_args = [*args, "--output-dir", str(tmp_path), "--resume", "latest", "--no-eval"]
+    assert train.main(resumed_args) == 0
+    assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [3, 4]
+    for mine, theirs in zip(read_log(tmp_path / "log.jsonl"), read_log(output / "log.jsonl")[2:],
+                            strict=True):
+        assert {k: v for k, v in mine.items() if k != "seconds"} == {
+            k: v for k, v in theirs.items() if k != "seconds"}
+    resumed = load_checkpoint(str(tmp_path / "checkpoints" / "step_0000004.pt"))
+    straight = load_checkpoint(str(output / "checkpoints" / "step_0000004.pt"))
+    assert resumed["step"] == straight["step"] == 4
+    assert resumed["model"].keys() == straight["model"].keys()
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for index, state in straight["optimizer"]["state"].items():
+        assert torch.equal(resumed["optimizer"]["state"][index]["momentum_buffer"],
+                           state["momentum_buffer"])
+    assert resumed["lr_scheduler"] == straight["lr_scheduler"]
+    assert resumed["rng"][0]["torch"] == straight["rng"][0]["torch"]
+
+
+def test_resume_refuses_other_settings(overfit_run, tmp_path, capsys):
+    output, args = overfit_run
+    changed = [*args, "--output-dir", str(tmp_path), "--resume",
+               str(output / "checkpoints" / "step_0000002.pt"), "--variant", "baseline"]
+    assert train.main(changed) == 2
+    assert "`--resume` checkpoint was trained with other settings: ['variant']" in (
+        capsys.readouterr().err)
+
+
+def test_cli_reports_bad_input(data_dir, tmp_path, capsys):
+    assert train.main(["--data-dir", str(tmp_path / "none"), "--output-dir",
+                       str(tmp_path)]) == 2
+    assert "has no annotations/instances_val2017.json" in capsys.readouterr().err
+    assert train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                       "--steps", "0"]) == 2
+    assert "`--steps` must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                    "--model-kwarg", "no-equals-sign"])
+
+
+def test_two_gloo_processes_equal_one_process_accumulating(data_dir, tmp_path):
+    """DDP through ``torchrun``: two gloo processes with one image each compute the
+    gradients of one process accumulating the same two one-image micro-batches
+    (:mod:`enl_torch.training.engine` explains why that, and not one two-image
+    forward, is the same step: torchvision normalises its losses per forward)."""
+    common = ["--data-dir", str(data_dir), "--steps", "1", "--batch-size", "1",
+              "--weight-decay", "0", "--no-eval", "--seed", "2", "--device", "cpu", *FAST]
+    distributed_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    # One thread everywhere: CPU kernels then sum in one order in both runs, and
+    # no proposal flips across an NMS / top-k boundary on a last-bit difference.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for launcher, output, extra in (
+            (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+             distributed_dir, []),
+            ([], single_dir, ["--grad-accumulation", "2"])):
+        completed = subprocess.run(
+            [sys.executable, *launcher, "-m", "enl_torch.train", *common, "--threads", "1",
+             "--output-dir", str(output), *extra],
+            env=environment, capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stderr[-4000:]
+
+    distributed = load_checkpoint(str(distributed_dir / "checkpoints" / "step_0000001.pt"))
+    single = load_checkpoint(str(single_dir / "checkpoints" / "step_0000001.pt"))
+    assert distributed["config"]["world_size"] == 2 and single["config"]["world_size"] == 1
+    assert len(distributed["rng"]) == 2
+    # SGD's first momentum buffer is the gradient (weight decay 0).
+    gradients = distributed["optimizer"]["state"]
+    assert gradients.keys() == single["optimizer"]["state"].keys() and len(gradients) > 50
+    nonzero = 0
+    for index, state in single["optimizer"]["state"].items():
+        expected = state["momentum_buffer"]
+        assert_close(gradients[index]["momentum_buffer"], expected, "float32", gradient=True,
+                     err_msg=f"parameter {index}")
+        nonzero += int(torch.count_nonzero(expected) > 0)
+    assert nonzero > 0.5 * len(gradients)
+    # Parameters, not BatchNorm running statistics: each rank updates those from
+    # its own image (as DDP does; FrozenBatchNorm2d, the pretrained default, has none).
+    for key, value in single["model"].items():
+        if value.is_floating_point() and "running_" not in key:
+            assert_close(distributed["model"][key], value, "float32", gradient=True, err_msg=key)
