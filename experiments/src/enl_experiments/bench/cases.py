@@ -1,0 +1,167 @@
+"""The block-scaling grid and what each entry is predicted to cost, before it runs.
+
+Every (implementation, N, mode) entry gets its multiply-adds and a peak-memory
+prediction from ``enl_core.cost`` first. An entry whose prediction exceeds the
+device memory is reported "infeasible" and never tried (NL at N = 65,536 needs
+the 17 GB N x N affinity); one that would take longer than ``max_call_s`` per
+call, or more memory than is free right now, is "skipped" with the reason.
+Nothing is dropped: the report lists every entry with its status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from enl_core import cost
+from enl_experiments.bench.config import BLOCK_MODES, GIB, BenchConfig
+
+FLOAT32_BYTES = 4
+
+# implementation -> (enl_core.cost kind, what it is). "sdpa" and "keras_dpa" are
+# the attention core alone, softmax(Q K^T / sqrt(C')) V on given Q, K, V: no
+# projections, so they are a lower bound on any attention-based NL block.
+IMPLEMENTATIONS = {
+    "enl": ("enl", "ENL (position term on, 9x9 DCT, separable)"),
+    "nl_dot_product": ("nl_dot_product", "NonLocal, dot product, N x N affinity"),
+    "nl_embedded_gaussian": ("nl_embedded_gaussian", "NonLocal, embedded Gaussian (softmax)"),
+    "sdpa": (None, "torch scaled_dot_product_attention core (Q, K, V given)"),
+    "keras_dpa": (None, "keras.ops.dot_product_attention core (Q, K, V given)"),
+    "enl_xla": ("enl", "ENL under tf.function(jit_compile=True)"),
+    "enl_compiled": ("enl", "ENL under torch.compile"),
+}
+
+# Backward: every matmul C = A B has two more of the same size (dA = dC B^T,
+# dB = A^T dC), so a forward+backward pass does 3x the forward multiply-adds.
+BACKWARD_FACTOR = {"forward": 1, "forward_backward": 3}
+
+# Peak-memory model, in units of enl_core.cost's peak_floats: the N x N
+# affinity and one same-size copy (its softmax or its 1/N scaling) in forward;
+# their two gradients on top in forward+backward. ENL's live tensors are all
+# O(N C'), so the same factors bound it comfortably.
+MEMORY_FACTOR = {"forward": 2, "forward_backward": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One entry of the scaling table, before it runs."""
+
+    framework: str
+    implementation: str
+    side: int
+    mode: str
+    macs: int
+    input_bytes: int
+    predicted_bytes: int
+    status: str = "run"  # "run", "infeasible" or "skipped"
+    reason: str = ""
+
+    @property
+    def n(self) -> int:
+        return self.side * self.side
+
+
+def attention_macs(n: int, inter_channels: int) -> int:
+    """softmax(Q K^T) V on N positions: two N x N x C' products."""
+    return 2 * n * n * inter_channels
+
+
+def case_macs(implementation: str, side: int, config: BenchConfig, mode: str) -> int:
+    """Exact multiply-adds of one call, per the enl_core cost model (x batch, x backward)."""
+    kind, _ = IMPLEMENTATIONS[implementation]
+    if kind is None:
+        per_image = attention_macs(side * side, config.inter_channels)
+    else:
+        per_image = cost.block_cost(side, side, config.channels, config.inter_channels, kind=kind,
+                                    position_encoding=kind == "enl").macs
+    return per_image * config.batch * BACKWARD_FACTOR[mode]
+
+
+def predicted_peak_bytes(implementation: str, side: int, config: BenchConfig, mode: str,
+                         flash_attention: bool = False) -> int:
+    """Peak bytes above the input, modelled from ``enl_core.cost.block_cost``.
+
+    ``flash_attention``: the SDPA kernel streams the scores (torch's flash /
+    memory-efficient kernels), so no N x N matrix is held.
+    """
+    n = side * side
+    kind, _ = IMPLEMENTATIONS[implementation]
+    if kind is None:
+        qkv = 4 * n * config.inter_channels  # Q, K, V, output
+        scores = 0 if flash_attention else n * n
+        floats = qkv + scores
+    else:
+        floats = cost.block_cost(side, side, config.channels, config.inter_channels,
+                                 kind=kind, position_encoding=kind == "enl").peak_floats
+    output = n * config.channels if kind is not None else 0
+    return (MEMORY_FACTOR[mode] * floats + output) * FLOAT32_BYTES * config.batch
+
+
+def classify(case: Case, limit_bytes: int, available_bytes: int | None,
+             throughput_flops: float | None, max_call_s: float) -> Case:
+    """Decides whether a case runs, from its predictions; returns it with a status.
+
+    Args:
+        limit_bytes: the device's memory; above it the case is "infeasible".
+        available_bytes: memory free now (None: unknown); above it, "skipped".
+        throughput_flops: measured matmul FLOP/s used to predict the call time
+            (None: no time prediction).
+        max_call_s: a predicted single call slower than this is "skipped".
+    """
+    if case.predicted_bytes > limit_bytes:
+        return dataclasses.replace(
+            case, status="infeasible",
+            reason=f"needs ~{case.predicted_bytes / GIB:.1f} GiB > {limit_bytes / GIB:.0f} GiB "
+                   f"device memory (enl_core.cost model)")
+    if available_bytes is not None and case.predicted_bytes > 0.8 * available_bytes:
+        return dataclasses.replace(
+            case, status="skipped",
+            reason=f"needs ~{case.predicted_bytes / GIB:.1f} GiB, only "
+                   f"{available_bytes / GIB:.1f} GiB free now")
+    if throughput_flops:
+        seconds = 2 * case.macs / throughput_flops
+        if seconds > max_call_s:
+            return dataclasses.replace(
+                case, status="skipped",
+                reason=f"predicted {seconds:.0f} s per call at the measured sgemm rate "
+                       f"> max_call_s = {max_call_s:g} s")
+    return case
+
+
+def build_cases(framework: str, implementations, config: BenchConfig,
+                flash_attention: bool = False) -> list[Case]:
+    """Every (implementation, side, mode) case of one framework, status "run"."""
+    cases = []
+    for implementation in implementations:
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"`implementations` must be among {sorted(IMPLEMENTATIONS)}, "
+                             f"received {implementation!r}")
+        for side in config.sides:
+            for mode in BLOCK_MODES:
+                n = side * side
+                input_bytes = config.batch * n * config.channels * FLOAT32_BYTES
+                if IMPLEMENTATIONS[implementation][0] is None:
+                    input_bytes = 3 * config.batch * n * config.inter_channels * FLOAT32_BYTES
+                cases.append(Case(
+                    framework, implementation, side, mode,
+                    macs=case_macs(implementation, side, config, mode),
+                    input_bytes=input_bytes,
+                    predicted_bytes=predicted_peak_bytes(implementation, side, config, mode,
+                                                         flash_attention)))
+    return cases
+
+
+def enl_matmul_shapes(n: int, channels: int, inter_channels: int) -> list[tuple[int, int, int]]:
+    """(M, K, N') of the matmuls an ideal ENL forward does on N positions.
+
+    The fused theta/phi/g projection (N, C) @ (C, 3C'), ``phi^T g``
+    (C', N) @ (N, C'), ``theta [phi g]`` (N, C') @ (C', C') and ``out``
+    (N, C') @ (C', C): the sgemm reference ENL's efficiency is measured against.
+    """
+    return [(n, channels, 3 * inter_channels), (inter_channels, n, inter_channels),
+            (n, inter_channels, inter_channels), (n, inter_channels, channels)]
+
+
+def backward_shapes(shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The two matmuls of the backward of (M, K) @ (K, N'): dA = dC B^T, dB = A^T dC."""
+    m, k, n = shape
+    return [(m, n, k), (k, m, n)]

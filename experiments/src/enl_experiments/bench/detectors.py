@@ -1,0 +1,184 @@
+"""The cost table (paper Table 3): R50-FPN Faster / Mask R-CNN variants, built
+by Model Garden, measured in evaluation mode.
+
+Each variant runs in a fresh process (:func:`measure_variant`, called by the
+worker), so its memory high-water is its own: the model is built by the
+experiment's task exactly as training would build it (float32, no
+checkpoint), its parameters counted, its eval graph traced and handed to
+TensorFlow's profiler (:mod:`enl_experiments.bench.tf_flops`), and one eval
+forward run on a random image while the memory high-water is watched.
+
+The blocks' own cost is predicted by ``enl_core.cost`` from the built config
+(levels, block kind, C, C', dct size), and compared with the profiler's count
+as a difference of two graphs: ``profiler(variant) - profiler(baseline)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from enl_core import cost
+from enl_experiments.bench import measure
+from enl_experiments.bench.config import BenchConfig
+
+# Row label -> experiment-name suffix (Model Garden baseline, enl_keras.garden others).
+VARIANTS = {
+    "baseline": "resnetfpn_coco",
+    "+1NL, BU": "resnetfpn_nlbu_coco",
+    "+3ENL, TD": "resnetfpn_enl_coco",
+    "+3NL, TD": "resnetfpn_nltd_coco",
+}
+
+# Bottleneck ResNet: stage L (2..5) outputs 256 * 2^(L-2) channels.
+def resnet_stage_channels(level: int) -> int:
+    """Output channels of bottleneck ResNet stage ``level`` (res2 = 256 ... res5 = 2048)."""
+    if level not in (2, 3, 4, 5):
+        raise ValueError(f"`level` must be a ResNet stage 2..5, received {level!r}")
+    return 256 * 2 ** (level - 2)
+
+
+def experiment_name(detector: str, variant: str) -> str:
+    """e.g. ``experiment_name("maskrcnn", "+3ENL, TD") == "maskrcnn_resnetfpn_enl_coco"``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {list(VARIANTS)}, received {variant!r}")
+    return f"{detector}_{VARIANTS[variant]}"
+
+
+def blocks_cost(model_config, height: int, width: int) -> dict:
+    """The (E)NL blocks a built config adds, per ``enl_core.cost``.
+
+    Args:
+        model_config: ``task.model`` of the experiment.
+        height, width: the (padded) input size.
+
+    Returns:
+        ``{"macs", "params", "blocks": [description, ...]}``; zeros for the baseline.
+    """
+    decoder, backbone = model_config.decoder, model_config.backbone
+    total, blocks = cost.ZERO, []
+    if decoder.type == "enl_fpn":
+        enl_fpn = decoder.enl_fpn
+        kind = "enl" if enl_fpn.block == "enl" else "nl_embedded_gaussian"
+        per_level = cost.fpn_blocks_cost(
+            height, width, levels=tuple(enl_fpn.levels), channels=enl_fpn.num_filters,
+            inter_channels=enl_fpn.inter_channels, kind=kind,
+            position_encoding=enl_fpn.position_encoding, dct_size=tuple(enl_fpn.dct_size))
+        for level, block in per_level.items():
+            total = total + block
+            blocks.append(f"{kind} on P{level} {cost.level_shape(height, width, level)}, "
+                          f"C={enl_fpn.num_filters}")
+    if backbone.type == "resnet_nl":
+        resnet_nl = backbone.resnet_nl
+        channels = resnet_stage_channels(resnet_nl.nl_level)
+        grid = cost.level_shape(height, width, resnet_nl.nl_level)
+        block = cost.block_cost(*grid, channels=channels,
+                                inter_channels=resnet_nl.nl_inter_channels,
+                                kind="nl_embedded_gaussian")
+        total = total + block
+        blocks.append(f"nl_embedded_gaussian in res{resnet_nl.nl_level} {grid}, C={channels}")
+    return {"macs": total.macs, "params": total.params, "blocks": blocks}
+
+
+def measure_variant(detector: str, variant: str, config: BenchConfig, log=print) -> dict:
+    """Builds one variant and measures it (runs in its own process; imports TensorFlow)."""
+    started = time.perf_counter()
+    import tensorflow as tf
+    import tf_keras
+    from official.core import exp_factory
+    from official.vision.modeling import factory
+
+    import enl_keras.garden.registry_imports  # noqa: F401 - registers the ENL experiments
+    from enl_experiments.bench import tf_flops
+
+    name = experiment_name(detector, variant)
+    height, width = config.padded_image_size
+    experiment = exp_factory.get_exp_config(name)
+    experiment.task.model.input_size = [height, width, 3]
+    experiment.task.init_checkpoint = None  # offline: random weights, same cost
+    experiment.runtime.mixed_precision_dtype = "float32"
+    result = {"detector": detector, "variant": variant, "experiment": name,
+              "input_size": [height, width], "import_s": time.perf_counter() - started}
+
+    # The model the experiment's task builds (MaskRCNNTask.build_model calls
+    # this factory), without the task's extra symbolic warm-up call: tracing
+    # the eval graph below creates the weights, and on 2 cores that saves ~20 s.
+    begin = time.perf_counter()
+    model = factory.build_maskrcnn(
+        input_specs=tf_keras.layers.InputSpec(shape=[None, height, width, 3]),
+        model_config=experiment.task.model)
+    forward = tf.function(lambda images, shape: model(images, image_shape=shape,
+                                                      training=False))
+    concrete = forward.get_concrete_function(
+        tf.TensorSpec([config.batch, height, width, 3], tf.float32),
+        tf.TensorSpec([config.batch, 2], tf.float32))
+    result["build_s"] = time.perf_counter() - begin  # build + trace of the eval graph
+    result["params"] = int(model.count_params())
+    result["model_cost"] = blocks_cost(experiment.task.model, height, width)
+    log(f"[detectors] {name}: built and traced in {result['build_s']:.0f} s, "
+        f"{result['params']:,} params")
+
+    gpu = bool(tf.config.list_physical_devices("GPU")) and config.device != "cpu"
+    begin = time.perf_counter()
+    result["profiler_flops"] = tf_flops.graph_flops(concrete.graph)
+    result["profile_s"] = time.perf_counter() - begin
+
+    images = tf.random.uniform([config.batch, height, width, 3], 0.0, 255.0, seed=0)
+    image_shape = tf.constant([[height, width]] * config.batch, tf.float32)
+
+    def call():
+        outputs = concrete(images, image_shape)
+        # Touch one output so that every kernel has run before the clock stops.
+        return outputs["detection_boxes"].numpy() if "detection_boxes" in outputs else outputs
+
+    # TensorFlow's allocator statistics (CPU or GPU): its peak during the call
+    # includes the weights it holds, like the paper's GPU figure.
+    device = "GPU:0" if gpu else "CPU:0"
+    tf.config.experimental.reset_memory_stats(device)
+    result.update(device=device, allocator_before_bytes=tf.config.experimental.get_memory_info(
+        device)["current"])
+    begin = time.perf_counter()
+    if gpu:
+        call()
+        result["gpu"] = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]).get("device_name")
+    else:
+        result["rss_before_bytes"] = measure.rss_bytes()
+        result["forward_above_bytes"] = measure.host_peak_above(call, lambda: None)
+        result["process_peak_bytes"] = measure.high_water_bytes()
+    result["allocator_peak_bytes"] = tf.config.experimental.get_memory_info(device)["peak"]
+    result["forward_s"] = time.perf_counter() - begin  # first call: includes graph optimisation
+    result["total_s"] = time.perf_counter() - started
+    log(f"[detectors] {name}: {result['profiler_flops'] / 2e9:.1f} GMACs (profiler), forward "
+        f"{result['forward_s']:.0f} s, total {result['total_s']:.0f} s")
+    return result
+
+
+def compare(variants: list[dict], tolerance: float = 0.02) -> list[dict]:
+    """Adds deltas against each detector's baseline and the profiler / cost-model check.
+
+    Per variant: ``flops_delta`` (profiler, variant - baseline), ``model_flops``
+    (2 x enl_core.cost MACs of the blocks), ``agreement`` (their ratio - 1),
+    ``params_delta`` (built, variant - baseline) and ``model_params``.
+    """
+    baselines = {v["detector"]: v for v in variants
+                 if v.get("variant") == "baseline" and v.get("status", "ok") == "ok"}
+    rows = []
+    for variant in variants:
+        row = dict(variant)
+        base = baselines.get(variant["detector"])
+        if base is not None and row.get("status", "ok") == "ok":
+            model_flops = 2 * row["model_cost"]["macs"]
+            delta = row["profiler_flops"] - base["profiler_flops"]
+            row.update(
+                flops_delta=delta, model_flops=model_flops,
+                flops_ratio=row["profiler_flops"] / base["profiler_flops"],
+                params_delta=row["params"] - base["params"],
+                params_ratio=row["params"] / base["params"],
+                model_params=row["model_cost"]["params"])
+            if model_flops:
+                row["agreement"] = delta / model_flops - 1.0
+                row["agrees"] = math.isfinite(row["agreement"]) and abs(
+                    row["agreement"]) <= tolerance
+        rows.append(row)
+    return rows

@@ -1,0 +1,191 @@
+"""Framework-neutral timing and peak-memory primitives.
+
+Times are wall-clock seconds of ``call(); sync()``: the framework passes a
+``sync`` that waits for its device (a no-op on CPU, ``cuda.synchronize`` on
+GPU), so a median is of completed work. Peak memory on CPU is the process's
+resident high-water mark (``VmHWM``), reset just before the measured call
+through ``/proc/self/clear_refs`` (Linux >= 4.0) and taken above the resident
+size at that moment, after returning freed heap pages to the OS
+(``malloc_trim``) so that reused pages do not hide an allocation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open(_STATUS) as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size of this process, or None off Linux."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def high_water_bytes() -> int | None:
+    """Resident high-water mark of this process since start or the last reset."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
+def reset_high_water() -> bool:
+    """Resets VmHWM to the current RSS; False when the kernel does not allow it."""
+    try:
+        with open(_CLEAR_REFS, "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_free_memory() -> None:
+    """Collects garbage and hands glibc's free heap pages back to the OS."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: RSS may overstate the baseline, never the peak
+
+
+def host_peak_above(call: Callable[[], object], sync: Callable[[], None]) -> int | None:
+    """Process high-water during ``call`` above the RSS just before it, in bytes.
+
+    Returns None when the high-water mark cannot be reset (not Linux).
+    """
+    release_free_memory()
+    if not reset_high_water():
+        return None
+    before = rss_bytes()
+    result = call()
+    sync()
+    peak = high_water_bytes()
+    del result
+    if before is None or peak is None:
+        return None
+    return max(peak - before, 0)
+
+
+def repeats_for(seconds_per_call: float, budget_s: float, min_repeats: int,
+                max_repeats: int) -> int:
+    """Timed calls that fill ``budget_s``, clamped to [min_repeats, max_repeats]."""
+    if seconds_per_call <= 0:
+        return max_repeats
+    fits = int(budget_s / seconds_per_call + 1e-9)  # 1.0 / 0.1 is 10, not 9.999...
+    return min(max(fits, min_repeats), max_repeats)
+
+
+def median_time(call: Callable[[], object], sync: Callable[[], None], warmup_s: float,
+                budget_s: float, min_repeats: int, max_repeats: int,
+                timer: Callable[[], float] = time.perf_counter) -> dict:
+    """Median seconds of ``call`` after warm-up.
+
+    Warm-up runs at least one call (it compiles, allocates, fills caches) and
+    keeps going for ``warmup_s``; the last warm-up time sets how many timed
+    calls fit in ``budget_s``.
+
+    Returns:
+        ``{"median_s", "min_s", "max_s", "times_s", "warmup_calls"}``.
+    """
+    warmup_calls, started, last = 0, timer(), 0.0
+    while warmup_calls == 0 or timer() - started < warmup_s:
+        begin = timer()
+        result = call()
+        sync()
+        last = timer() - begin
+        del result
+        warmup_calls += 1
+        if last > warmup_s:
+            break
+    times = []
+    for _ in range(repeats_for(last, budget_s, min_repeats, max_repeats)):
+        begin = timer()
+        result = call()
+        sync()
+        times.append(timer() - begin)
+        del result
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "times_s": times, "warmup_calls": warmup_calls}
+
+
+def machine_info() -> dict:
+    """CPU model, core count, memory and load, for the report's header."""
+    import psutil
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory()
+    return {"cpu": model, "logical_cores": os.cpu_count(), "memory_bytes": memory.total,
+            "available_bytes": memory.available, "load_average": list(os.getloadavg()),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def cpu_busy_seconds() -> float | None:
+    """Core-seconds all processes on the machine have spent busy since boot."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (the bench workers)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Contention:
+    """How many cores *other* processes kept busy while a section ran.
+
+    Busy core-seconds of the whole machine (``/proc/stat``) minus the
+    workers' own CPU time, over the wall time. On the 2-core machine a value
+    near 0 means the numbers are clean; 1 means half the machine was taken.
+    """
+
+    def __enter__(self):
+        self.wall = time.perf_counter()
+        self.busy = cpu_busy_seconds()
+        self.ours = children_cpu_seconds()
+        self.load = list(os.getloadavg())
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.wall
+        busy = cpu_busy_seconds()
+        ours = children_cpu_seconds() - self.ours
+        others = None
+        if busy is not None and self.busy is not None and wall > 0:
+            others = max((busy - self.busy - ours) / wall, 0.0)
+        self.result = {"wall_s": wall, "worker_cpu_s": ours, "other_cores_busy": others,
+                       "load_average_before": self.load,
+                       "load_average_after": list(os.getloadavg())}
+        return False

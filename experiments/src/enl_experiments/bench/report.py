@@ -1,0 +1,256 @@
+"""The markdown report and the printed summary, from a results dict.
+
+Pure formatting: no measurement happens here, so every number in the report is
+one the JSON next to it holds.
+"""
+
+from __future__ import annotations
+
+from enl_experiments.bench import detectors as detectors_lib
+from enl_experiments.bench import targets as targets_lib
+from enl_experiments.bench.cases import IMPLEMENTATIONS
+from enl_experiments.bench.config import BLOCK_MODES
+from enl_experiments.bench.paper import TABLE_3
+
+MIB = 2**20
+MODE_TITLES = {"forward": "forward", "forward_backward": "forward + backward"}
+SHORT_STATUS = {"infeasible": "infeasible", "skipped": "skipped", "error": "error",
+                "unavailable": "unavailable"}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table.
+
+    Example:
+        >>> print(table(["a", "b"], [["1", "2"]]))
+        | a | b |
+        |---|---|
+        | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    """Milliseconds below 10 s, seconds above; three significant-ish digits."""
+    if seconds < 0.01:
+        return f"{seconds * 1e3:.2f} ms"
+    if seconds < 10:
+        return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value / MIB:,.0f}"
+
+
+def _cell_time(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    if entry["status"] != "ok":
+        return SHORT_STATUS.get(entry["status"], entry["status"])
+    return format_seconds(entry["median_s"])
+
+
+def _cell_memory(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    if entry["status"] != "ok":
+        return SHORT_STATUS.get(entry["status"], entry["status"])
+    if entry.get("peak_bytes") is None:
+        return "n/a"
+    return f"{entry['peak_bytes'] / MIB:,.0f} ({entry['peak_bytes'] / entry['input_bytes']:.1f}x)"
+
+
+def targets_section(results: dict) -> str:
+    targets = targets_lib.all_targets(results)
+    rows = [[t.name, t.goal, t.measured, f"**{t.status}**"] for t in targets]
+    met = sum(t.status == "met" for t in targets)
+    return (f"{met} of {len(targets)} targets met.\n\n"
+            + table(["target", "goal", "measured", "status"], rows))
+
+
+def contention_text(section: dict) -> str:
+    run = section.get("run", {})
+    others = run.get("other_cores_busy")
+    text = f"{run.get('wall_s', 0):.0f} s wall"
+    if others is not None:
+        text += f", other processes kept {others:.2f} cores busy on average"
+    if run.get("started"):
+        text += f", started {run['started']}"
+    return text
+
+
+def scaling_section(framework: str, section: dict) -> str:
+    if "entries" not in section:
+        return f"### {framework}\n\nNot run: {section.get('error', 'section missing')}\n"
+    info = section["info"]
+    out = [f"### {framework}", "",
+           "Environment: " + ", ".join(f"{k} = {v}" for k, v in info.items()) + ".",
+           f"Run: {contention_text(section)}.", ""]
+    sgemm = section["sgemm"]
+    peak = sgemm["peak"]
+    out.append(f"sgemm reference (float32 matmul, same run): square {peak['shape'][0]}^3 "
+               f"{peak['gflops']:.1f} GFLOP/s; ENL's own matmul shapes per N below "
+               "(fwd: fused theta/phi/g, phi^T g, theta [phi g], out; fwd+bwd adds each "
+               "one's two backward products), timed right before each ENL entry.")
+    out.append("")
+    entries = section["entries"]
+    sides = sorted({e["side"] for e in entries}) or sorted(int(s) for s in sgemm["by_side"])
+    rows = []
+    for side in sides:
+        row = [f"{side * side:,} ({side}x{side})"]
+        for mode in BLOCK_MODES:
+            enl = next((e for e in entries if e["implementation"] == "enl"
+                        and e["side"] == side and e["mode"] == mode), None)
+            ref = (enl or {}).get("sgemm_paired") or sgemm["by_side"].get(str(side), {}).get(mode)
+            eff = targets_lib.efficiency(enl, sgemm) if enl else None
+            row += [f"{ref['gflops']:.1f}" if ref else "-",
+                    f"{enl['gflops']:.1f}" if enl and enl["status"] == "ok" else _cell_time(enl),
+                    f"{eff:.0%}" if eff is not None else "-"]
+        rows.append(row)
+    out.append(table(["N", "sgemm fwd GFLOP/s", "ENL fwd GFLOP/s", "ENL fwd efficiency",
+                      "sgemm fwd+bwd GFLOP/s", "ENL fwd+bwd GFLOP/s",
+                      "ENL fwd+bwd efficiency"], rows))
+    implementations = list(dict.fromkeys(e["implementation"] for e in entries))
+    for mode in BLOCK_MODES:
+        for title, cell in (("median time", _cell_time),
+                            ("peak memory above input, MiB (x input)", _cell_memory)):
+            out += ["", f"**{MODE_TITLES[mode]}, {title}**", ""]
+            rows = []
+            for side in sides:
+                row = [f"{side * side:,}"]
+                for implementation in implementations:
+                    row.append(cell(next((e for e in entries
+                                          if e["implementation"] == implementation
+                                          and e["side"] == side and e["mode"] == mode), None)))
+                rows.append(row)
+            out.append(table(["N"] + implementations, rows))
+    reasons = {}
+    for e in entries:
+        if e["status"] != "ok":
+            reasons.setdefault(f"{e['implementation']} {e['mode']}", []).append(
+                f"N={e['n']:,}: {e['status']} ({e.get('reason', '')})")
+    if reasons:
+        out += ["", "Entries that did not run, and why:", ""]
+        out += [f"- {key}: " + "; ".join(values) for key, values in reasons.items()]
+    out += ["", "Implementations: " + "; ".join(
+        f"`{name}` = {IMPLEMENTATIONS[name][1]}" for name in implementations) + "."]
+    return "\n".join(out) + "\n"
+
+
+def _paper_ratio(ours: float | None, paper: float) -> str:
+    return "-" if ours is None else f"{ours / paper:.2f}"
+
+
+def detector_section(section: dict) -> str:
+    variants = section.get("variants")
+    if not variants:
+        return f"Not run: {section.get('error', 'section missing')}\n"
+    rows_by_detector: dict[str, list[dict]] = {}
+    for row in detectors_lib.compare(variants, targets_lib.AGREEMENT_MAX):
+        rows_by_detector.setdefault(row["detector"], []).append(row)
+    out = [f"Input {variants[0]['input_size'][0]}x{variants[0]['input_size'][1]} "
+           f"(requested {section.get('requested_size', '?')}, padded to a multiple of 64 as "
+           f"Model Garden needs), batch 1, float32, evaluation mode. Run: "
+           f"{contention_text(section)}.", ""]
+    for detector, rows in rows_by_detector.items():
+        out += [f"### {detector} R50-FPN", ""]
+        table_rows, paper_rows = [], []
+        for row in rows:
+            if row.get("status", "ok") != "ok":
+                table_rows.append([row["variant"], row["status"], row.get("reason", "")[:120]]
+                                  + ["-"] * 7)
+                continue
+            gmacs = row["profiler_flops"] / 2e9
+            memory = row.get("allocator_peak_bytes")
+            delta = row.get("flops_delta")
+            table_rows.append([
+                row["variant"], f"{gmacs:.1f}",
+                "-" if delta is None or row["variant"] == "baseline" else f"{delta / 2e9:+.2f}",
+                "-" if not row.get("model_flops") else f"{row['model_flops'] / 2e9:+.2f}",
+                "-" if "agreement" not in row else f"{row['agreement']:+.2%}",
+                f"{row['params'] / 1e6:.2f}",
+                "-" if row["variant"] == "baseline" or "params_delta" not in row
+                else f"{row['params_delta']:+,} (model {row['model_params']:+,})",
+                _mib(memory), _mib(row.get("process_peak_bytes")),
+                f"{row['forward_s']:.0f} s (build {row['build_s']:.0f} s)"])
+            paper = TABLE_3.get(row["variant"])
+            if paper:
+                paper_rows.append([
+                    row["variant"], f"{gmacs:.1f} / {paper['gflops']:.2f}",
+                    _paper_ratio(gmacs, paper["gflops"]),
+                    f"{_mib(memory)} / {paper['memory_mb']}",
+                    _paper_ratio(None if memory is None else memory / MIB, paper["memory_mb"]),
+                    f"{row['params'] / 1e6:.2f} / {paper['params_m']:.2f}",
+                    _paper_ratio(row["params"] / 1e6, paper["params_m"])])
+        out.append(table(["variant", "GMACs (TF profiler / 2)", "delta GMACs (profiler)",
+                          "delta GMACs (enl_core.cost)", "agreement", "params (M)",
+                          "delta params (built; enl_core.cost)", "eval memory MiB",
+                          "process peak MiB", "first eval forward"], table_rows))
+        if paper_rows:
+            out += ["", "Beside the paper's Table 3 (ours / paper):", "",
+                    table(["variant", "GMACs / Gflops", "ratio", "memory MiB / MB", "ratio",
+                           "params M", "ratio"], paper_rows)]
+        out.append("")
+    out += [
+        "GMACs: TensorFlow's profiler float operations on the traced eval graph, / 2 "
+        "(one multiply-add = 2 FLOPs; the profiler also counts element-wise ops, and "
+        "counts zero for ops whose shapes are only known at run time, e.g. after NMS). "
+        "The delta columns compare the same thing two ways: profiler(variant) - "
+        "profiler(baseline) against 2 x the blocks' multiply-adds from `enl_core.cost` "
+        "(its element-wise ops - biases, softmax, residual - are in the profiler's count "
+        "only). Eval memory: TensorFlow's allocator peak during one eval forward "
+        "(`tf.config.experimental.get_memory_info`, CPU:0 or GPU:0), weights included, "
+        "the closest match to the paper's GPU figure; process peak: the whole process's "
+        "resident high-water during that forward (TensorFlow runtime and libraries "
+        "included), measured in a fresh process per variant. The paper measured GPU "
+        "memory with maskrcnn-benchmark "
+        "(PyTorch, 81 classes); Model Garden's heads have 91 classes, so parameters "
+        "differ slightly."]
+    return "\n".join(out) + "\n"
+
+
+def render(results: dict) -> str:
+    """The whole report as markdown."""
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    config = meta.get("config", {})
+    sections = results.get("sections", {})
+    out = ["# ENL bench report", "",
+           f"Command: `{meta.get('command', '?')}`; started {meta.get('started', '?')}, "
+           f"finished {meta.get('finished', '?')} (UTC); mode: "
+           f"{'quick (BENCH_QUICK=1)' if config.get('quick') else 'default'}.",
+           f"Machine: {machine.get('cpu', '?')}, {machine.get('logical_cores', '?')} logical "
+           f"cores, {machine.get('memory_bytes', 0) / 2**30:.0f} GiB; load average at start "
+           f"{machine.get('load_average', '?')}.",
+           f"Blocks: C = {config.get('channels')}, C' = {config.get('inter_channels')}, "
+           f"batch {config.get('batch')}, float32; N = side^2 for sides {config.get('sides')}.",
+           "", "## Targets (issue 7)", "", targets_section(results), "",
+           "## 1. Cost table (paper Table 3)", "",
+           detector_section(sections.get("detectors", {})),
+           "## 2. Block scaling", "",
+           "Median wall time after warm-up (device-synchronised), peak memory above the "
+           "inputs (CPU: process resident high-water, reset before the call; GPU: allocator "
+           "peak). MACs of every entry are `enl_core.cost`'s exact count (x 3 for "
+           "forward + backward); GFLOP/s = 2 x MACs / time. Entries predicted (from "
+           "`enl_core.cost`) to exceed the device memory are *infeasible*; entries predicted "
+           "slower than `max_call_s` per call, or larger than the memory free at the time, "
+           "are *skipped*; both are listed, never dropped.", ""]
+    for framework in ("torch", "keras"):
+        if framework in sections:
+            out.append(scaling_section(framework, sections[framework]))
+    plots = meta.get("plots", [])
+    if plots:
+        out += ["## 3. Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+def summary(results: dict) -> str:
+    """The short text printed at the end of ``make bench``."""
+    lines = ["ENL bench summary"]
+    for target in targets_lib.all_targets(results):
+        lines.append(f"  [{target.status:>12}] {target.name}: {target.measured} "
+                     f"(goal {target.goal})")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""PyTorch backend of the scaling section: NCHW blocks, SDPA, torch.matmul.
+
+Imports torch only; run in its own process (torchvision after TensorFlow
+segfaults, and the two runtimes would share the 2 cores).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+
+import torch
+import torch.nn.functional as F
+
+from enl_experiments.bench import measure
+from enl_experiments.bench.cases import Case
+from enl_experiments.bench.config import BenchConfig
+
+_NL_MODES = {"nl_dot_product": "dot_product", "nl_embedded_gaussian": "embedded_gaussian"}
+
+
+class TorchBackend:
+    """See :mod:`enl_experiments.bench.scaling` for the protocol."""
+
+    name = "torch"
+
+    def __init__(self, config: BenchConfig):
+        self.config = config
+        use_cuda = config.device == "cuda" or (config.device == "auto"
+                                               and torch.cuda.is_available())
+        if use_cuda and not torch.cuda.is_available():
+            raise ValueError("`device` is 'cuda' but torch sees no CUDA device")
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.generator = torch.Generator(device="cpu").manual_seed(0)
+        # Flash / memory-efficient SDPA kernels exist on CUDA and, for float32,
+        # on CPU (the flash CPU kernel): no N x N score matrix is held.
+        self.flash_attention = True
+
+    # -- environment -----------------------------------------------------
+    def info(self) -> dict:
+        info = {"torch": torch.__version__, "device": str(self.device),
+                "intra_op_threads": torch.get_num_threads(),
+                "inter_op_threads": torch.get_num_interop_threads(),
+                "mkldnn": torch.backends.mkldnn.is_available()}
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            info.update(gpu=props.name, gpu_memory_bytes=props.total_memory)
+        return info
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def memory_limit_bytes(self) -> int | None:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_properties(self.device).total_memory
+        return None
+
+    def free_bytes(self) -> int | None:
+        if self.device.type == "cuda":
+            return torch.cuda.mem_get_info(self.device)[0]
+        import psutil
+
+        return psutil.virtual_memory().available
+
+    def peak_above(self, call) -> int | None:
+        if self.device.type != "cuda":
+            return measure.host_peak_above(call, self.sync)
+        self.sync()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        result = call()
+        self.sync()
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        del result
+        return peak
+
+    def release(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- calls -----------------------------------------------------------
+    def _randn(self, *shape, requires_grad=False) -> torch.Tensor:
+        tensor = torch.randn(*shape, generator=self.generator).to(self.device)
+        return tensor.requires_grad_(requires_grad)
+
+    def matmul(self, m: int, k: int, n: int):
+        a, b = self._randn(m, k), self._randn(k, n)
+        return lambda: torch.matmul(a, b)
+
+    def implementations(self) -> dict[str, str | None]:
+        """Implementation -> None when it can run, else why not."""
+        try:
+            importlib.import_module("enl_torch")
+            missing = None
+        except ImportError as error:
+            missing = f"enl_torch not importable: {error}"
+        names = {"enl": missing, "nl_dot_product": missing, "nl_embedded_gaussian": missing,
+                 "sdpa": None}
+        if self.config.torch_compile:
+            names["enl_compiled"] = missing
+        return names
+
+    def _module(self, implementation: str) -> torch.nn.Module:
+        import enl_torch
+
+        c, inter = self.config.channels, self.config.inter_channels
+        # zero_init=False: a trained block has a non-zero `out`; the work is the same.
+        if implementation in ("enl", "enl_compiled"):
+            module = enl_torch.ENL(c, inter_channels=inter, zero_init=False)
+        else:
+            module = enl_torch.NonLocal(c, mode=_NL_MODES[implementation], inter_channels=inter,
+                                        zero_init=False)
+        module = module.to(self.device)
+        if implementation == "enl_compiled":
+            module = torch.compile(module)
+        return module
+
+    def block(self, case: Case):
+        """A zero-argument call running one forward (no grad) or forward+backward."""
+        batch, side = self.config.batch, case.side
+        backward = case.mode == "forward_backward"
+        if case.implementation == "sdpa":
+            shape = (batch, 1, side * side, self.config.inter_channels)  # B, heads, N, C'
+            q, k, v = (self._randn(*shape, requires_grad=backward) for _ in range(3))
+            upstream = self._randn(*shape)
+            if not backward:
+                return _no_grad(lambda: F.scaled_dot_product_attention(q, k, v))
+            return _with_backward(lambda: F.scaled_dot_product_attention(q, k, v), upstream,
+                                  (q, k, v), None)
+        module = self._module(case.implementation)
+        x = self._randn(batch, self.config.channels, side, side, requires_grad=backward)
+        if not backward:
+            module.eval()
+            return _no_grad(lambda: module(x))
+        module.train()
+        return _with_backward(lambda: module(x), self._randn(*x.shape), (x,), module)
+
+
+def _no_grad(function):
+    def call():
+        with torch.no_grad():
+            return function()
+    return call
+
+
+def _with_backward(function, upstream, inputs, module):
+    def call():
+        for tensor in inputs:
+            tensor.grad = None
+        if module is not None:
+            module.zero_grad(set_to_none=True)
+        output = function()
+        output.backward(upstream)
+        return None
+    return call

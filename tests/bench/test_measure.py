@@ -1,0 +1,62 @@
+"""Timing and memory primitives (enl_experiments.bench.measure)."""
+
+import itertools
+import sys
+
+import numpy as np
+import pytest
+
+from enl_experiments.bench import measure
+
+
+def test_repeats_fill_the_budget_within_bounds():
+    assert measure.repeats_for(0.1, 1.0, 3, 15) == 10
+    assert measure.repeats_for(2.0, 1.0, 3, 15) == 3
+    assert measure.repeats_for(1e-4, 1.0, 3, 15) == 15
+
+
+def test_median_time_with_a_scripted_clock():
+    # Each call takes the next duration on a fake clock: warm-up 5 s (one call,
+    # longer than warmup_s), then 1, 3, 2 s -> median 2 s.
+    durations = iter([5.0, 1.0, 3.0, 2.0])
+    clock = {"now": 0.0}
+    ticks = itertools.count()
+
+    def timer():
+        next(ticks)
+        return clock["now"]
+
+    def call():
+        clock["now"] += next(durations)
+
+    timing = measure.median_time(call, lambda: None, warmup_s=1.0, budget_s=6.0,
+                                 min_repeats=3, max_repeats=3, timer=timer)
+    assert timing["warmup_calls"] == 1
+    assert timing["times_s"] == [1.0, 3.0, 2.0]
+    assert timing["median_s"] == 2.0 and timing["min_s"] == 1.0 and timing["max_s"] == 3.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc high-water mark")
+def test_host_peak_sees_a_temporary_allocation():
+    size = 256 * 2**20
+
+    def call():
+        block = np.ones(size, dtype=np.uint8)  # touched: resident
+        return int(block[::4096].sum())
+
+    peak = measure.host_peak_above(call, lambda: None)
+    assert peak is not None and size * 0.9 <= peak <= size * 1.5
+    # A call that allocates nothing shows (almost) nothing.
+    assert measure.host_peak_above(lambda: 1, lambda: None) < 32 * 2**20
+
+
+def test_contention_reports_fields():
+    with measure.Contention() as contention:
+        sum(range(10000))
+    assert contention.result["wall_s"] >= 0
+    assert set(contention.result) >= {"other_cores_busy", "load_average_before"}
+
+
+def test_machine_info():
+    info = measure.machine_info()
+    assert info["logical_cores"] >= 1 and info["memory_bytes"] > 0

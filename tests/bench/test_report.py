@@ -1,0 +1,64 @@
+"""Report formatting (enl_experiments.bench.report) and the plots."""
+
+import json
+import os
+
+from results_factory import detector_variants, scaling_section
+
+from enl_experiments.bench import cli, report
+from enl_experiments.bench.paper import TABLE_3
+
+
+def _results():
+    return {"meta": {"command": "python -m enl_experiments.bench", "started": "t0",
+                     "finished": "t1", "machine": {"cpu": "test cpu", "logical_cores": 2,
+                                                   "memory_bytes": 24 * 2**30},
+                     "config": {"quick": False, "channels": 256, "inter_channels": 128,
+                                "batch": 1, "sides": [32, 256]}},
+            "sections": {"torch": scaling_section(),
+                         "detectors": {"variants": detector_variants(),
+                                       "requested_size": "800x1088",
+                                       "run": {"wall_s": 300.0, "other_cores_busy": 0.5}}}}
+
+
+def test_table():
+    assert report.table(["a", "b"], [[1, "x"]]).splitlines() == ["| a | b |", "|---|---|",
+                                                                 "| 1 | x |"]
+
+
+def test_format_seconds():
+    assert report.format_seconds(0.00123) == "1.23 ms"
+    assert report.format_seconds(0.0456) == "45.6 ms"
+    assert report.format_seconds(2.5) == "2500 ms"
+    assert report.format_seconds(12.34) == "12.3 s"
+
+
+def test_render_keeps_every_entry_and_the_paper_columns():
+    text = report.render(_results())
+    section = scaling_section()
+    assert text.count("infeasible") >= 2  # NL at N = 65,536, in the tables and the reasons
+    assert "needs ~32 GiB" in text and "predicted 22 s per call" in text
+    for variant, paper in TABLE_3.items():
+        assert variant in text and f"{paper['gflops']:.2f}" in text
+    assert "other processes kept 0.10 cores busy" in text
+    # Every implementation is a column of the time tables.
+    for implementation in {e["implementation"] for e in section["entries"]}:
+        assert f"| {implementation} " in text or f" {implementation} |" in text
+    assert "targets met" in text
+
+
+def test_summary_has_one_line_per_target():
+    lines = report.summary(_results()).splitlines()
+    assert lines[0] == "ENL bench summary"
+    assert any("[         met]" in line for line in lines)
+    assert len(lines) > 10
+
+
+def test_report_only_rewrites_report_and_plots(tmp_path, capsys):
+    with open(tmp_path / "results.json", "w") as handle:
+        json.dump(_results(), handle)
+    assert cli.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "ENL bench summary" in capsys.readouterr().out
+    assert (tmp_path / "report.md").read_text().startswith("# ENL bench report")
+    for name in ("torch_time.png", "torch_memory.png"):
+        assert os.path.getsize(tmp_path / name) > 10_000
