@@ -437,6 +437,18 @@ def test_config_round_trip(layer):
     assert layer.compute_output_shape(shape) == shape
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"inter_channels": 64}, {"use_bias": False},
+                                    {"dct_weights": "learnable", "dct_size": (5, 7)}])
+def test_parameter_count_matches_cost_model(kwargs):
+    layer = enl_keras.ENL(**kwargs)
+    layer.build((None, None, None, 256))
+    assert layer.count_params() == enl_core.cost.block_params(
+        256, kwargs.get("inter_channels"), use_bias=kwargs.get("use_bias", True),
+        dct_size=kwargs.get("dct_size"), learnable_dct_weights="dct_weights" in kwargs)
+    if not kwargs:
+        assert layer.count_params() == 131_712  # ENL-SPEC, C = 256
+
+
 # ------------------------------------------------- weight interchange
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_block_weights_round_trip_exactly(name, tmp_path):
