@@ -13,6 +13,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 IMAGE_SIZE = 128  # a multiple of 64 (Model Garden's padding to 2^max_level)
+NUM_PROPOSALS = 64
+MAX_INSTANCES = 20
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +38,11 @@ def tiny_overrides(experiment: str, coco=None, image_size: int = IMAGE_SIZE) -> 
     ResNet-18, 64 FPN filters, narrow heads, few proposals, float32, no XLA,
     no pretrained checkpoint; the architecture (levels, blocks, heads) is the
     experiment's own.
+
+    The ROI sampler keeps every candidate (proposals + padded ground truth):
+    its random subsampling is then a permutation, so a train step is a
+    deterministic function of weights and batch, which the checkpoint and
+    distribution tests compare exactly.
     """
     mask = "maskrcnn" in experiment
     backbone = "resnet_nl" if "nlbu" in experiment else "resnet"
@@ -47,9 +54,10 @@ def tiny_overrides(experiment: str, coco=None, image_size: int = IMAGE_SIZE) -> 
         "decoder": {"type": decoder, decoder: {"num_filters": 64}},
         "rpn_head": {"num_filters": 64},
         "detection_head": {"num_filters": 64, "num_convs": 1, "fc_dims": 128},
-        "roi_generator": {"pre_nms_top_k": 256, "num_proposals": 64,
+        "roi_generator": {"pre_nms_top_k": 256, "num_proposals": NUM_PROPOSALS,
                           "test_pre_nms_top_k": 256, "test_num_proposals": 32},
-        "roi_sampler": {"num_sampled_rois": 32},
+        "roi_sampler": {"num_sampled_rois": NUM_PROPOSALS + MAX_INSTANCES,
+                        "foreground_fraction": 1.0},
         "detection_generator": {"pre_nms_top_k": 200, "max_num_detections": 20},
         "norm_activation": {"use_sync_bn": False},
     }
@@ -58,7 +66,7 @@ def tiny_overrides(experiment: str, coco=None, image_size: int = IMAGE_SIZE) -> 
         model["mask_sampler"] = {"num_sampled_masks": 16}
     data = {"global_batch_size": 2, "dtype": "float32", "shuffle_buffer_size": 2,
             "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0, "aug_scale_max": 1.0,
-                       "rpn_batch_size_per_im": 64, "max_num_instances": 20}}
+                       "rpn_batch_size_per_im": 64, "max_num_instances": MAX_INSTANCES}}
     task = {"init_checkpoint": None, "model": model,
             "train_data": {**data, "is_training": True},
             "validation_data": {**data, "is_training": False, "drop_remainder": False}}
@@ -92,3 +100,24 @@ def tiny_experiment_fixture():
 def tiny_overrides_fixture():
     """:func:`tiny_overrides`."""
     return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def built_experiments(coco_tfrecords):
+    """Registered experiments (and Model Garden's two baselines), tiny, built on demand.
+
+    ``built_experiments(name)`` returns ``(config, task, model)``; each model is
+    built once per session (a Mask R-CNN build is 10-20 s here) and shared.
+    """
+    from official.core import task_factory
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            config = tiny_experiment(name, coco_tfrecords)
+            task = task_factory.get_task(config.task)
+            cache[name] = (config, task, task.build_model())
+        return cache[name]
+
+    return get

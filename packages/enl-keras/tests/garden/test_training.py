@@ -1,0 +1,63 @@
+"""Training Mask R-CNN + ENL-FPN with Model Garden's task: overfitting and resuming.
+
+One trajectory on the two generated train images, with the experiment's own
+optimizer (SGD, momentum, warmup): the losses fall, and a model restored from
+the checkpoint written before the last step takes exactly that step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enl_core.testing import assert_close
+
+pytestmark = pytest.mark.garden
+
+tf = pytest.importorskip("tensorflow")
+
+EXPERIMENT = "maskrcnn_resnetfpn_enl_coco"
+STEPS = 8
+
+
+def _train_step(task, model, optimizer):
+    return lambda batch: task.train_step(batch, model, optimizer, metrics=None)
+
+
+@pytest.fixture(scope="module")
+def trajectory(built_experiments, tmp_path_factory):
+    config, task, model = built_experiments(EXPERIMENT)
+    batch = next(iter(task.build_inputs(config.task.train_data)))  # both train images
+    optimizer = task.create_optimizer(config.trainer.optimizer_config, config.runtime)
+    step = tf.function(_train_step(task, model, optimizer))
+    losses = [float(step(batch)["loss"]) for _ in range(STEPS - 1)]
+    checkpoint_dir = tmp_path_factory.mktemp("checkpoint")
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer),
+                                         str(checkpoint_dir), max_to_keep=1)
+    path = manager.save(checkpoint_number=STEPS - 1)
+    # The last step eagerly, as the restored model will take it (no second trace).
+    last = _train_step(task, model, optimizer)(batch)
+    losses.append(float(last["loss"]))
+    return {"config": config, "task": task, "batch": batch, "losses": losses,
+            "checkpoint": path, "weights": [w.numpy() for w in model.weights],
+            "iterations": int(optimizer.iterations.numpy())}
+
+
+def test_losses_are_finite_and_fall_when_overfitting_two_images(trajectory):
+    losses = trajectory["losses"]
+    assert np.all(np.isfinite(losses)), losses
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+
+
+def test_restored_checkpoint_takes_the_same_next_step(trajectory):
+    config, task = trajectory["config"], trajectory["task"]
+    model = task.build_model()  # fresh weights
+    optimizer = task.create_optimizer(config.trainer.optimizer_config, config.runtime)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
+        trajectory["checkpoint"]).assert_existing_objects_matched()
+    assert int(optimizer.iterations.numpy()) == STEPS - 1  # the LR schedule resumes too
+    logs = _train_step(task, model, optimizer)(trajectory["batch"])
+    assert int(optimizer.iterations.numpy()) == trajectory["iterations"]
+    assert_close(float(logs["loss"]), trajectory["losses"][-1], "float32")
+    for actual, expected in zip(model.weights, trajectory["weights"], strict=True):
+        assert_close(actual.numpy(), expected, "float32", err_msg=actual.name)
