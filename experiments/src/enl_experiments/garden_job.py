@@ -4,9 +4,10 @@ Three subcommands, each a thin layer over Model Garden and ``enl_keras.garden``:
 
 - ``convert --data DIR``: the COCO folder to TFRecords with Model Garden's
   ``create_coco_tf_record`` (masks included), through ``enl_keras.garden.data``.
-- ``train --seed S -- <flags>``: seeds Python, NumPy and TensorFlow, then runs
-  ``enl_keras.garden.train`` (Model Garden's ``train.main`` with the ENL
-  registrations) with the given flags.
+- ``train --seed S [--predict-out DIR --query ...] -- <flags>``: seeds Python,
+  NumPy and TensorFlow, then runs what ``enl_keras.garden.train`` runs (Model
+  Garden's ``train.main`` with the ENL registrations) with the given flags,
+  then (``--predict-out``) ``predict`` in the same process.
 - ``predict``: rebuilds the trained model from ``model_dir/params.yaml``,
   restores the last checkpoint, runs it over the validation TFRecords and
   writes ``detections.json`` (COCO results, boxes and RLE masks in original
@@ -33,22 +34,32 @@ import numpy as np
 from enl_experiments.evaluation import encode_mask
 
 
-def convert(data_dir: str) -> dict:
+def convert(data_dir: str, out_dir: str, num_shards: int = 1) -> dict:
     from enl_keras.garden.data import convert_coco_folder
 
-    shards = convert_coco_folder(data_dir, splits=("train2017", "val2017"))
-    return {split: paths for split, paths in shards.items()}
+    return convert_coco_folder(data_dir, out_dir, splits=("train2017", "val2017"),
+                               num_shards=num_shards)
 
 
 def train(seed: int, flags: list[str]) -> None:
     import tf_keras
+    from absl import flags as absl_flags
+    from official.common import flags as tfm_flags
+    from official.vision import train as vision_train
 
-    from enl_keras.garden import train as garden_train
+    from enl_keras.garden import registry_imports  # noqa: F401  (registers the ENL parts)
 
     # Model Garden does not seed weight initialisation; the two models of a
     # comparison must start from the same seed.
     tf_keras.utils.set_random_seed(seed)
-    garden_train.run(["enl_keras.garden.train", *flags])
+    # enl_keras.garden.train's steps without absl.app.run (which exits the
+    # process), so that prediction can follow in this process.
+    tfm_flags.define_flags()
+    absl_flags.FLAGS(["enl_keras.garden.train", *flags])
+    for name in ("experiment", "mode", "model_dir"):
+        if not absl_flags.FLAGS[name].value:
+            raise ValueError(f"Model Garden flag --{name} is required")
+    vision_train.main(None)
 
 
 def read_losses(model_dir: str) -> dict:
@@ -90,7 +101,8 @@ def _block_inputs_model(model):
     if not blocks:
         return None, {}
     levels = sorted(blocks, reverse=True)
-    inputs_model = tf_keras.Model(decoder.inputs, [blocks[level].input for level in levels])
+    # decoder.input keeps the decoder's dict-of-levels structure (decoder.inputs is a list).
+    inputs_model = tf_keras.Model(decoder.input, [blocks[level].input for level in levels])
     return inputs_model, {level: blocks[level] for level in levels}
 
 
@@ -126,7 +138,9 @@ def predict(model_dir: str, experiment: str, out_dir: str, queries: list[tuple[i
                         image_shape=labels["image_info"][:, 1, :], training=False)
         if not restored:
             # Variables exist now; restore and recompute with the trained weights.
-            tf.train.Checkpoint(model=model).read(checkpoint_path).assert_existing_objects_matched()
+            status = tf.train.Checkpoint(model=model).read(checkpoint_path)
+            status.assert_existing_objects_matched()
+            status.expect_partial()  # the optimizer's slots are not needed here
             restored = True
             outputs = model(images, anchor_boxes=labels["anchor_boxes"],
                             image_shape=labels["image_info"][:, 1, :], training=False)
@@ -199,14 +213,25 @@ def main(argv=None) -> int:
         # Everything after `--` goes to Model Garden's flags untouched.
         parser = argparse.ArgumentParser(prog="python -m enl_experiments.garden_job train")
         parser.add_argument("--seed", type=int, required=True)
+        parser.add_argument("--predict-out", default=None,
+                            help="after training, predict into this folder (as `predict`)")
+        parser.add_argument("--query", action="append", default=[], help="IMAGE_ID:X:Y")
         split = argv.index("--") if "--" in argv else len(argv)
         args = parser.parse_args(argv[1:split])
-        train(args.seed, argv[split + 1:])
+        garden_flags = argv[split + 1:]
+        train(args.seed, garden_flags)
+        if args.predict_out:
+            from absl import flags as absl_flags
+
+            predict(absl_flags.FLAGS.model_dir, absl_flags.FLAGS.experiment, args.predict_out,
+                    _queries(args.query))
         return 0
     parser = argparse.ArgumentParser(prog="python -m enl_experiments.garden_job")
     commands = parser.add_subparsers(dest="command", required=True)
     convert_parser = commands.add_parser("convert")
     convert_parser.add_argument("--data", required=True)
+    convert_parser.add_argument("--out", required=True)
+    convert_parser.add_argument("--num-shards", type=int, default=1)
     predict_parser = commands.add_parser("predict")
     predict_parser.add_argument("--model-dir", required=True)
     predict_parser.add_argument("--experiment", required=True)
@@ -217,14 +242,22 @@ def main(argv=None) -> int:
     commands.add_parser("train", help="--seed S -- <enl_keras.garden.train flags>")
     args = parser.parse_args(argv)
     if args.command == "convert":
-        print(json.dumps(convert(args.data)))
+        print(json.dumps(convert(args.data, args.out, args.num_shards)))
     else:
-        queries = []
-        for text in args.query:
+        predict(args.model_dir, args.experiment, args.out, _queries(args.query),
+                args.val_pattern)
+    return 0
+
+
+def _queries(texts: list[str]) -> list[tuple[int, float, float]]:
+    queries = []
+    for text in texts:
+        try:
             image_id, x, y = text.split(":")
             queries.append((int(image_id), float(x), float(y)))
-        predict(args.model_dir, args.experiment, args.out, queries, args.val_pattern)
-    return 0
+        except ValueError as error:
+            raise ValueError(f"`--query` must be IMAGE_ID:X:Y, received {text!r}") from error
+    return queries
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def measure_variant(detector: str, variant: str, config: BenchConfig, log=print)
 
     gpu = bool(tf.config.list_physical_devices("GPU")) and config.device != "cpu"
     begin = time.perf_counter()
-    result["profiler_flops"] = tf_flops.graph_flops(concrete.graph)
+    result["profiler_flops"], result["profiler_flops_by_op"] = tf_flops.graph_flops_by_op(
+        concrete.graph)
     result["profile_s"] = time.perf_counter() - begin
 
     images = tf.random.uniform([config.batch, height, width, 3], 0.0, 255.0, seed=0)

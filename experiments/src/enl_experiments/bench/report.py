@@ -189,6 +189,12 @@ def detector_section(section: dict) -> str:
                           "delta GMACs (enl_core.cost)", "agreement", "params (M)",
                           "delta params (built; enl_core.cost)", "eval memory MiB",
                           "process peak MiB", "first eval forward"], table_rows))
+        base = next((r for r in rows if r["variant"] == "baseline"
+                     and r.get("profiler_flops_by_op")), None)
+        if base is not None:
+            by_op = ", ".join(f"{op} {flops / 2e9:.1f}"
+                              for op, flops in base["profiler_flops_by_op"].items())
+            out += ["", f"Baseline GMACs by op type (profiler / 2): {by_op}."]
         if paper_rows:
             out += ["", "Beside the paper's Table 3 (ours / paper):", "",
                     table(["variant", "GMACs / Gflops", "ratio", "memory MiB / MB", "ratio",

@@ -107,3 +107,34 @@ def graph_flops(graph) -> int:
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return int(model_analyzer.profile(graph, options=options).total_float_ops)
+
+
+def graph_flops_by_op(graph, top: int = 8) -> tuple[int, dict[str, int]]:
+    """The profiler's total FLOPs and its FLOPs per op type, in one profile.
+
+    Returns:
+        ``(total, by_op)``: ``by_op`` holds the largest ``top`` op types and
+        the rest summed as "other", so its values add up to ``total``.
+    """
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    register_einsum_flops()
+    fix_batch_matmul_flops()
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = model_analyzer.profile(graph, cmd="op", options=options)
+    # The "op" view chains op types as nested children; each node's own count
+    # is `float_ops`.
+    totals: dict[str, int] = {}
+    stack = list(profile.children)
+    while stack:
+        node = stack.pop()
+        totals[node.name] = totals.get(node.name, 0) + int(node.float_ops)
+        stack.extend(node.children)
+    counts = sorted(((name, flops) for name, flops in totals.items() if flops),
+                    key=lambda item: -item[1])
+    result = dict(counts[:top])
+    rest = sum(flops for _, flops in counts[top:])
+    if rest:
+        result["other"] = rest
+    return int(profile.total_float_ops), result

@@ -1,0 +1,334 @@
+"""The main job: baseline vs +3ENL TD on the embedded dataset (or COCO), end to end.
+
+``make experiment`` runs ``python -m enl_experiments.main`` with ``PROFILE``,
+``SEEDS``, ``COCO_DIR`` and ``FRAMEWORK`` passed through:
+
+1. data: the embedded small-objects-in-context dataset
+   (:mod:`enl_experiments.dataset`, cached under ``data/``), or a COCO 2017
+   folder (``--coco-dir``);
+2. per seed, the baseline and +3ENL TD trained with the same budget and seed
+   (Model Garden's train entry, or the torch mirror);
+3. each model's validation detections scored with pycocotools (AP, AP50, AP75,
+   APs, APm, APl for boxes and masks, plus AP per class);
+4. the side-by-side table, printed and written to ``results/<run>/summary.md``
+   and ``metrics.json``, and the figures (loss curves, AP bars, detections,
+   ENL attention of a query pixel, DCT position filters).
+
+The results are built in ``results/.incomplete-<run>/`` and renamed to
+``results/<run>/`` only when every step succeeded; any failure prints what
+failed and exits non-zero. Paper: Levi & Ullman, BMVC 2019 (Tables 1, 2; Fig. 1, 3).
+
+Example:
+    python -m enl_experiments.main --profile default --seeds 1 --framework garden
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from enl_experiments import dataset, figures, report
+from enl_experiments.evaluation import evaluate, load_detections
+from enl_experiments.profiles import PROFILES, get_profile
+from enl_experiments.runners import (
+    LABELS,
+    MODELS,
+    REPO_ROOT,
+    DataPaths,
+    StepFailed,
+    get_runner,
+)
+
+SMALL_AREA = 32 ** 2  # COCO's "small" objects
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory and GPUs of this machine, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        import psutil
+
+        text += f", {psutil.virtual_memory().total / 2 ** 30:.0f} GiB RAM"
+    except ImportError:
+        pass
+    try:
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        gpus = [g.strip() for g in gpus.splitlines() if g.strip()]
+        text += f", GPUs: {', '.join(gpus)}" if gpus else ", no GPU"
+    except (OSError, subprocess.SubprocessError):
+        text += ", no GPU"
+    return text
+
+
+def _data_paths(root: Path, tfrecords: Path) -> DataPaths:
+    annotations = root / "annotations"
+    paths = DataPaths(root, root / "train2017", root / "val2017",
+                      annotations / "instances_train2017.json",
+                      annotations / "instances_val2017.json", 0, tfrecords)
+    for path in (paths.train_images, paths.val_images, paths.train_annotations,
+                 paths.val_annotations):
+        if not path.exists():
+            raise StepFailed(f"the COCO folder {root} lacks {path.relative_to(root)} (expected "
+                             "train2017/, val2017/, annotations/instances_{train,val}2017.json)")
+    categories = json.loads(paths.val_annotations.read_text())["categories"]
+    paths.num_classes = max(c["id"] for c in categories) + 1
+    return paths
+
+
+def prepare_data(args, profile) -> DataPaths:
+    """The embedded dataset for the profile (generated once, then cached), or COCO_DIR."""
+    if args.coco_dir:
+        root = Path(args.coco_dir).resolve()
+        return _data_paths(root, Path(args.data_dir).resolve() / f"tfrecords-{root.name}")
+    name = (f"beach-{args.split}-{profile.image_size}px-{profile.num_train}-{profile.num_val}"
+            f"-seed{args.data_seed}")
+    root = Path(args.data_dir).resolve() / name
+    if not (root / ".complete").exists():
+        staging = root.with_name(f".incomplete-{name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"generating the embedded dataset ({args.split} split) in {root}")
+        dataset.generate_dataset(staging, num_train=profile.num_train, num_val=profile.num_val,
+                                 image_size=profile.image_size, seed=args.data_seed,
+                                 split=args.split, progress=True)
+        (staging / ".complete").write_text("ok\n")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(staging, root)
+    return _data_paths(root, root / "tfrecords")
+
+
+def choose_figure_images(annotation_file: Path, count: int, attention_category: str | None):
+    """Validation images with the most small objects, and a query pixel on one of them.
+
+    Returns:
+        ``(image ids, (image_id, x, y))``: ``count`` ids, most small objects
+        first; the query is the centre of a small object of
+        ``attention_category`` (any small object when None or absent) in the
+        first image that has one.
+    """
+    document = json.loads(annotation_file.read_text())
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    small: dict[int, list[dict]] = {}
+    for annotation in document["annotations"]:
+        if annotation["area"] < SMALL_AREA and not annotation.get("iscrowd", 0):
+            small.setdefault(annotation["image_id"], []).append(annotation)
+    ordered = sorted(small, key=lambda i: (-len(small[i]), i))
+    if not ordered:
+        ordered = [image["id"] for image in document["images"]]
+    query = None
+    for image_id in ordered:
+        candidates = [a for a in small.get(image_id, [])
+                      if attention_category is None
+                      or names[a["category_id"]] == attention_category]
+        if candidates:
+            x, y, w, h = candidates[0]["bbox"]
+            query = (image_id, x + w / 2, y + h / 2)
+            break
+    if query is None:
+        image = next(i for i in document["images"] if i["id"] == ordered[0])
+        query = (image["id"], image["width"] / 2, image["height"] / 2)
+    chosen = [query[0]] + [i for i in ordered if i != query[0]]
+    return chosen[:count], query
+
+
+def _read_attention(path: Path, image_id: int) -> dict[int, np.ndarray]:
+    if not path.exists():
+        return {}
+    maps = {}
+    with np.load(path) as arrays:
+        for key in arrays.files:
+            prefix = f"image{image_id}_level"
+            if key.startswith(prefix) and key.endswith("_map"):
+                maps[int(key[len(prefix):-len("_map")])] = arrays[key]
+    return maps
+
+
+def _learned_dct_weights(block_dir: Path) -> dict[str, np.ndarray]:
+    weights = {}
+    for path in sorted(block_dir.glob("*.npz")) if block_dir.exists() else []:
+        with np.load(path) as arrays:
+            if "dct_weights" in arrays.files:
+                weights[f"trained {path.stem}"] = arrays["dct_weights"]
+    return weights
+
+
+def make_figures(run_dir: Path, data: DataPaths, aggregated: dict, histories: dict,
+                 seed0_dirs: dict[str, Path], figure_ids: list[int],
+                 query: tuple[int, float, float]) -> list[str]:
+    """All figures of the run; returns their file names."""
+    labels = {m: LABELS[m] for m in aggregated}
+    names = []
+    figures.loss_curves({LABELS[m]: runs for m, runs in histories.items()},
+                        run_dir / "loss_curves.png")
+    names.append("loss_curves.png")
+    figures.ap_bars(aggregated, labels, run_dir / "ap_bars.png")
+    names.append("ap_bars.png")
+    document = json.loads(data.val_annotations.read_text())
+    files = {image["id"]: data.val_images / image["file_name"] for image in document["images"]}
+    ground_truth: dict[int, list[dict]] = {}
+    for annotation in document["annotations"]:
+        ground_truth.setdefault(annotation["image_id"], []).append(annotation)
+    category_names = {c["id"]: c["name"] for c in document["categories"]}
+    detections = {LABELS[m]: load_detections(d / "detections.json")
+                  for m, d in seed0_dirs.items()}
+    figures.detections_grid([(i, files[i]) for i in figure_ids], ground_truth, detections,
+                            category_names, run_dir / "detections.png")
+    names.append("detections.png")
+    enl_dir = seed0_dirs["enl"]
+    maps = _read_attention(enl_dir / "attention.npz", query[0])
+    grid = (32, 32)
+    if maps:
+        figures.attention_figure(files[query[0]], query[1:], maps, run_dir / "attention.png",
+                                 title=f"{LABELS['enl']}: attention (F + L row) of the "
+                                       "query pixel at each block")
+        names.append("attention.png")
+        grid = tuple(maps[min(maps)].shape)
+    positions = ((grid[0] // 4, grid[1] // 4), (grid[0] // 2, (3 * grid[1]) // 4))
+    figures.dct_filters(run_dir / "dct_filters.png", grid=grid, positions=positions,
+                        dct_weights=_learned_dct_weights(enl_dir / "blocks"))
+    names.append("dct_filters.png")
+    return names
+
+
+def run(args) -> Path:
+    """Runs the whole job; returns the completed results folder."""
+    started = time.time()
+    profile_name = args.profile or ("paper" if args.coco_dir else "default")
+    profile = get_profile(profile_name)
+    overrides = {k: v for k, v in (("train_steps", args.train_steps),
+                                   ("learning_rate", args.learning_rate)) if v is not None}
+    if overrides:
+        profile = dataclasses.replace(profile, **overrides)
+    runner = get_runner(args.framework, profile)
+    seeds = list(range(args.seeds))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    source = "coco" if args.coco_dir else f"beach-{args.split}"
+    run_name = args.run_name or f"{stamp}-{args.framework}-{profile_name}-{source}"
+    results = Path(args.results_dir).resolve()
+    final_dir = results / run_name
+    if final_dir.exists():
+        raise StepFailed(f"results folder {final_dir} already exists; pick another --run-name")
+    run_dir = results / f".incomplete-{run_name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    print(f"run {run_name}: profile {profile_name}, framework {args.framework}, seeds {seeds}; "
+          f"building in {run_dir}")
+
+    data = prepare_data(args, profile)
+    runner.prepare(data, run_dir)
+    attention_category = None if args.coco_dir else "swimmer"
+    figure_ids, query = choose_figure_images(data.val_annotations, profile.figure_images,
+                                             attention_category)
+    evaluations: dict[str, list[dict]] = {m: [] for m in MODELS}
+    histories: dict[str, list[dict]] = {m: [] for m in MODELS}
+    seed0_dirs = {}
+    for seed in seeds:
+        for model in MODELS:
+            out = run_dir / "runs" / f"{model}-seed{seed}"
+            out.mkdir(parents=True, exist_ok=True)
+            runner.train_and_predict(model, data, seed, out, [query] if model == "enl" else [])
+            evaluations[model].append(evaluate(data.val_annotations, out / "detections.json"))
+            histories[model].append(json.loads((out / "losses.json").read_text()))
+            if seed == seeds[0]:
+                seed0_dirs[model] = out
+
+    aggregated = {m: report.aggregate(evaluations[m]) for m in MODELS}
+    figure_names = make_figures(run_dir, data, aggregated, histories, seed0_dirs, figure_ids,
+                                query)
+    wall = time.time() - started
+    command = "python -m enl_experiments.main " + " ".join(shlex.quote(a) for a in args.argv)
+    meta = {
+        "title": f"baseline vs +3ENL TD, Mask R-CNN ({args.framework}), "
+                 f"{'COCO 2017' if args.coco_dir else f'embedded dataset, {args.split} split'}",
+        "command": command, "machine": machine_description(), "framework": args.framework,
+        "profile": profile_name, "data": str(data.root), "seeds": seeds,
+        "train_steps": "from the profile's YAML" if profile.own_schedule else
+        f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
+        f"{profile.image_size}x{profile.image_size} px)",
+        "wall_time": f"{wall / 60:.1f} min", "query": list(query), "figure_images": figure_ids,
+    }
+    table = report.write_summary(run_dir, evaluations, {m: LABELS[m] for m in MODELS}, meta,
+                                 figure_names)
+    os.replace(run_dir, final_dir)
+    latest = results / "latest"
+    if latest.is_symlink() or not latest.exists():
+        if latest.is_symlink():
+            latest.unlink()
+        latest.symlink_to(final_dir.name)
+    print()
+    print(table)
+    print()
+    print(f"results: {final_dir} (summary.md, metrics.json, {', '.join(figure_names)}); "
+          f"{wall / 60:.1f} min")
+    return final_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m enl_experiments.main",
+        description="Train the baseline and +3ENL TD Mask R-CNN with the same budget and seed, "
+                    "evaluate both with pycocotools, print the table and draw the figures.")
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="budget; default 'default' (embedded data) or 'paper' (COCO)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; mean and spread")
+    parser.add_argument("--framework", default="garden", choices=("garden", "torch"))
+    parser.add_argument("--coco-dir", default=None,
+                        help="a COCO 2017 folder (train2017/, val2017/, annotations/)")
+    parser.add_argument("--split", default="context", choices=dataset.SPLITS,
+                        help="embedded dataset split: 'context' or the 'control'")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset")
+    parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"))
+    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="override the profile's steps per model and seed")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="override the profile's peak learning rate")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, received {args.seeds}")
+    if args.coco_dir == "":
+        args.coco_dir = None
+    try:
+        run(args)
+    except (StepFailed, ValueError, FileNotFoundError) as error:
+        print(f"\nexperiment FAILED: {error}", file=sys.stderr)
+        print("no results folder was completed (partial output stays under "
+              f"{Path(args.results_dir).resolve()}/.incomplete-*)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nexperiment interrupted; no results folder was completed", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

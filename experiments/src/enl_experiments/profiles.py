@@ -1,0 +1,82 @@
+"""Budgets of the main job: data size, input size, steps, batch and learning rate.
+
+``default`` finishes in about 20 minutes on 2 CPU cores (both models, one
+seed); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
+CPU); ``tiny`` is the test's few-step smoke run; ``paper`` is the protocol of
+the paper's Tables 1 and 2 on real COCO (``COCO_DIR``), with Model Garden's
+ResNet-50 FPN configs of ``experiments/garden/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One budget of the main job.
+
+    Attributes:
+        name: the profile's name (``PROFILE=...``).
+        image_size: square input size in pixels (a multiple of 64).
+        num_train, num_val: embedded-dataset sizes (ignored with COCO_DIR).
+        train_steps: optimizer steps per model and seed.
+        batch_size, eval_batch_size: global batch sizes.
+        learning_rate, warmup_steps: SGD (momentum 0.9) peak rate and linear warm-up
+            (cosine decay to 0 after it).
+        summary_interval: steps between logged losses.
+        garden_configs: ``(common, baseline, enl)`` YAML files under
+            ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
+            ``None`` entries are skipped.
+        torch_backbone: backbone of the torch mirror.
+        figure_images: validation images drawn with their detections.
+        own_schedule: the YAML files carry their own input size, steps,
+            batch and learning rate (``paper``); only data paths and the
+            number of classes are overridden.
+    """
+
+    name: str
+    image_size: int
+    num_train: int
+    num_val: int
+    train_steps: int
+    batch_size: int
+    eval_batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    summary_interval: int
+    garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
+                             "configs/beach_enl.yaml")
+    torch_backbone: str = "resnet50"
+    figure_images: int = 3
+    own_schedule: bool = False
+
+
+PROFILES = {
+    "default": Profile("default", image_size=128, num_train=400, num_val=100, train_steps=1000,
+                       batch_size=4, eval_batch_size=8, learning_rate=0.04, warmup_steps=50,
+                       summary_interval=20),
+    "full": Profile("full", image_size=256, num_train=4000, num_val=500, train_steps=20000,
+                    batch_size=8, eval_batch_size=8, learning_rate=0.04, warmup_steps=500,
+                    summary_interval=100),
+    "tiny": Profile("tiny", image_size=64, num_train=8, num_val=4, train_steps=4,
+                    batch_size=2, eval_batch_size=4, learning_rate=0.01, warmup_steps=1,
+                    summary_interval=2, figure_images=2),
+    "paper": Profile("paper", image_size=1024, num_train=0, num_val=0, train_steps=90000,
+                     batch_size=16, eval_batch_size=8, learning_rate=0.02, warmup_steps=500,
+                     summary_interval=100,
+                     garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
+                                     "garden/maskrcnn_r50_enl.yaml"),
+                     own_schedule=True),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``.
+
+    Raises:
+        ValueError: naming `profile` and the value received.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}, received {name!r}")
+    return PROFILES[name]

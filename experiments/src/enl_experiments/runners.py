@@ -1,0 +1,232 @@
+"""Framework adapters of the main job: train a model, then predict on the validation set.
+
+Each adapter runs its framework in child processes (TensorFlow and torchvision
+never share a process) and leaves, in the run folder it is given, the files
+the rest of the job reads:
+
+- ``detections.json``: COCO results on the validation images (boxes, RLE masks),
+- ``losses.json``: ``{tag: {"step": [...], "value": [...]}}``,
+- ``train.log`` / ``predict.log``: the child processes' full output,
+- for the ENL model, ``attention.npz`` (attention of the query pixels per
+  block) and ``blocks/*.npz`` (trained block weights, ``enl_core`` layout).
+
+A child that exits non-zero raises :class:`StepFailed` with the end of its log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from enl_experiments.profiles import Profile
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+MODELS = ("baseline", "enl")
+LABELS = {"baseline": "baseline", "enl": "+3ENL TD"}
+GARDEN_EXPERIMENTS = {"baseline": "maskrcnn_resnetfpn_coco", "enl": "maskrcnn_resnetfpn_enl_coco"}
+TORCH_VARIANTS = {"baseline": "baseline", "enl": "3enl_td"}
+
+
+class StepFailed(RuntimeError):
+    """A step of the main job failed; the message says which and why."""
+
+
+def run_logged(command: list[str], log_path: Path, description: str, total: int | None = None,
+               step_pattern: str | None = None, env: dict | None = None) -> None:
+    """Runs ``command``, teeing its output to ``log_path`` and a tqdm bar.
+
+    Args:
+        command: argv of the child.
+        log_path: where stdout and stderr go (merged).
+        description: the bar's label and the failure message's subject.
+        total: steps for the bar; None shows a spinner-like counter of lines.
+        step_pattern: regex with one group, the current step, searched in each line.
+        env: environment of the child (default: this one).
+
+    Raises:
+        StepFailed: the child exited non-zero (message: exit code, log path,
+            last 25 lines).
+    """
+    pattern = re.compile(step_pattern) if step_pattern else None
+    tail: deque[str] = deque(maxlen=25)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log, tqdm(total=total, desc=description, unit="step",
+                                          leave=True, dynamic_ncols=True) as bar:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1, env=env, cwd=REPO_ROOT)
+        assert process.stdout is not None  # noqa: S101  (Popen with PIPE always sets it)
+        for line in process.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            if pattern and total:
+                match = pattern.search(line)
+                if match:
+                    bar.update(max(0, min(total, int(match.group(1))) - bar.n))
+        code = process.wait()
+        if code == 0 and total:
+            bar.update(total - bar.n)
+    if code != 0:
+        raise StepFailed(f"{description} failed (exit code {code}); full log: {log_path}\n"
+                         + "\n".join(f"    {line}" for line in tail))
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclasses.dataclass
+class DataPaths:
+    """The COCO-layout data a run uses."""
+
+    root: Path
+    train_images: Path
+    val_images: Path
+    train_annotations: Path
+    val_annotations: Path
+    num_classes: int  # largest category id + 1 (Model Garden counts the background)
+    tfrecords: Path  # where the garden adapter writes the TFRecords (never inside COCO_DIR)
+
+
+class GardenRunner:
+    """Model Garden (tf_keras) through ``enl_keras.garden.train``."""
+
+    name = "garden"
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def prepare(self, data: DataPaths, work: Path) -> None:
+        """TFRecords of both splits with Model Garden's create_coco_tf_record (cached)."""
+        stamp = data.tfrecords / ".complete"
+        if stamp.exists():
+            return
+        shards = 32 if self.profile.own_schedule else 1
+        run_logged([sys.executable, "-m", "enl_experiments.garden_job", "convert",
+                    "--data", str(data.root), "--out", str(data.tfrecords),
+                    "--num-shards", str(shards)], work / "convert.log",
+                   "TFRecords (create_coco_tf_record)", env=_child_env())
+        stamp.write_text("ok\n")
+
+    def _run_config(self, data: DataPaths, seed: int, out: Path) -> Path:
+        profile = self.profile
+        tfrecords = data.tfrecords
+        config = {"task": {
+            "annotation_file": str(data.val_annotations),
+            "model": {"num_classes": data.num_classes},
+            "train_data": {"input_path": str(tfrecords / "train2017-*"), "seed": seed},
+            "validation_data": {"input_path": str(tfrecords / "val2017-*")},
+        }}
+        num_val = len(json.loads(data.val_annotations.read_text())["images"])
+        if not profile.own_schedule:
+            steps = profile.train_steps
+            config["task"]["model"]["input_size"] = [profile.image_size, profile.image_size, 3]
+            config["task"]["train_data"]["global_batch_size"] = profile.batch_size
+            config["task"]["validation_data"]["global_batch_size"] = profile.eval_batch_size
+            config["trainer"] = {
+                "train_steps": steps,
+                "steps_per_loop": min(profile.summary_interval, steps),
+                "summary_interval": min(profile.summary_interval, steps),
+                "checkpoint_interval": steps,
+                "validation_interval": steps,
+                "validation_steps": -(-num_val // profile.eval_batch_size),
+                "optimizer_config": {
+                    "learning_rate": {"type": "cosine", "cosine": {
+                        "initial_learning_rate": profile.learning_rate,
+                        "decay_steps": steps}},
+                    "warmup": {"type": "linear", "linear": {
+                        "warmup_steps": min(profile.warmup_steps, steps),
+                        "warmup_learning_rate": profile.learning_rate / 10}}},
+            }
+        path = out / "run_config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
+                          queries: list[tuple[int, float, float]]) -> None:
+        """Trains ``model`` then predicts on the validation set, in one child process."""
+        common, baseline, enl = self.profile.garden_configs
+        model_config = {"baseline": baseline, "enl": enl}[model]
+        config_files = [EXPERIMENTS_DIR / c for c in (common, model_config) if c]
+        for path in config_files:
+            if not path.exists():
+                raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
+        run_config = self._run_config(data, seed, out)
+        flags = [f"--experiment={GARDEN_EXPERIMENTS[model]}", "--mode=train_and_eval",
+                 f"--model_dir={out / 'model'}"]
+        flags += [f"--config_file={path}" for path in (*config_files, run_config)]
+        total = None if self.profile.own_schedule else self.profile.train_steps
+        command = [sys.executable, "-m", "enl_experiments.garden_job", "train", "--seed",
+                   str(seed), "--predict-out", str(out)]
+        for image_id, x, y in queries:
+            command += ["--query", f"{image_id}:{x}:{y}"]
+        run_logged([*command, "--", *flags], out / "train.log",
+                   f"{LABELS[model]} (seed {seed})", total, r"train \| step:\s+(\d+)",
+                   env=_child_env())
+
+
+class TorchRunner:
+    """The torchvision mirror through ``enl_torch.train`` (reads the COCO JSON directly)."""
+
+    name = "torch"
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def prepare(self, data: DataPaths, work: Path) -> None:
+        """Nothing to convert: the torch mirror reads images and JSON."""
+
+    def _args(self, model: str, data: DataPaths, seed: int, out: Path) -> list[str]:
+        profile = self.profile
+        size = str(profile.image_size)
+        return ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
+                "--model", "maskrcnn_enl_resnet_fpn", "--backbone", profile.torch_backbone,
+                "--variant", TORCH_VARIANTS[model], "--min-size", size, "--max-size", size,
+                "--seed", str(seed)]
+
+    def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
+                          queries: list[tuple[int, float, float]]) -> None:
+        """Trains ``model`` with ``enl_torch.train``, then predicts (two child processes)."""
+        profile = self.profile
+        steps = profile.train_steps
+        command = [sys.executable, "-m", "enl_torch.train", *self._args(model, data, seed, out),
+                   "--batch-size", str(profile.batch_size), "--steps", str(steps),
+                   "--lr", str(profile.learning_rate / 2),
+                   "--warmup-steps", str(min(profile.warmup_steps, steps)),
+                   "--log-every", str(min(profile.summary_interval, steps)),
+                   "--checkpoint-every", str(steps), "--no-eval", "--clip-grad-norm", "10"]
+        run_logged(command, out / "train.log", f"{LABELS[model]} (seed {seed})", steps,
+                   r'"step":\s*(\d+)', env=_child_env())
+        command = [sys.executable, "-m", "enl_experiments.torch_job", "predict", "--out", str(out)]
+        for image_id, x, y in queries:
+            command += ["--query", f"{image_id}:{x}:{y}"]
+        command += ["--", *self._args(model, data, seed, out)]
+        run_logged(command, out / "predict.log", f"predict {LABELS[model]}", env=_child_env())
+
+
+RUNNERS = {"garden": GardenRunner, "torch": TorchRunner}
+
+
+def get_runner(framework: str, profile: Profile):
+    """The adapter for ``framework`` ("garden" or "torch").
+
+    Raises:
+        ValueError: naming `framework` and the value received.
+    """
+    if framework not in RUNNERS:
+        raise ValueError(f"`framework` must be one of {sorted(RUNNERS)}, received {framework!r}")
+    return RUNNERS[framework](profile)
