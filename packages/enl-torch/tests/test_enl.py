@@ -107,6 +107,20 @@ def _gradcheck(seed, grid, fast_mode):
     assert torch.autograd.gradcheck(fn, (x, *values), fast_mode=fast_mode)
 
 
+@given(case=enl_cases())
+def test_inference_path_equals_autograd_path(case):
+    """Without autograd the position term is accumulated in place; both paths
+    compute the same numbers."""
+    x, params, kwargs = case
+    module = enl_module(params, **kwargs)
+    inputs = to_nchw(x)
+    with torch.no_grad():
+        inference = module(inputs)
+    training = module(inputs.clone().requires_grad_())
+    assert training.requires_grad and not inference.requires_grad
+    assert_close(inference.numpy(), training.detach().numpy(), "float64")
+
+
 def test_zero_init_is_identity_and_trains():
     module = enl_torch.ENL(8)
     x = torch.randn(2, 8, 6, 5)

@@ -75,8 +75,12 @@ def _position_rows(g: torch.Tensor, dct_size: tuple[int, int],
     """``B_H (d^2 * B_H^T G B_W)`` (B, C', H, kW) and ``B_W`` (W, kW): the position
     term is their product ``rows @ B_W^T``, left to the caller so that it can
     accumulate it in place (eq. 9, 11)."""
-    basis_h, basis_w = _bases(g.shape[2], g.shape[3], dct_size, g.dtype, g.device)
-    coefficients = basis_h.t() @ (g @ basis_w)  # B, C', kH, kW  (E-hat^T g)
+    batch, inter, height, width = g.shape
+    basis_h, basis_w = _bases(height, width, dct_size, g.dtype, g.device)
+    # bmm over (B, C' H, W) takes g as the strided slice it is (no copy).
+    rows = torch.bmm(g.reshape(batch, inter * height, width),
+                     basis_w.expand(batch, width, dct_size[1]))  # B, C' H, kW
+    coefficients = basis_h.t() @ rows.reshape(batch, inter, height, dct_size[1])  # B, C', kH, kW
     if dct_weights is not None:
         coefficients = coefficients * (dct_weights * dct_weights).to(g.dtype)
     return basis_h @ coefficients, basis_w  # B, C', H, kW
@@ -149,18 +153,21 @@ def _mix(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, height: int, w
     """``y = theta^T (phi g) / N + E-hat (E-hat^T g)`` in NCHW (eq. 6, 9): (B, C', N)."""
     batch, inter = g.shape[0], g.shape[1]
     context = torch.bmm(g, phi.transpose(1, 2)) / (height * width)  # B, C', C' ([phi g]^T / N)
+    if not position_encoding:
+        return torch.bmm(context, theta)  # B, C', N
+    rows, basis_w = _position_rows(g.reshape(batch, inter, height, width), dct_size,
+                                   dct_weights)  # B, C', H, kW
+    differentiable = torch.is_grad_enabled() and (
+        theta.requires_grad or g.requires_grad or rows.requires_grad)
+    if differentiable or torch.jit.is_tracing():
+        # Autograd (and the tracer behind TorchScript trace / ONNX export) would
+        # copy around an in-place update of a view: one more GEMM input instead.
+        position = (rows @ basis_w.t()).reshape(batch, inter, height * width)  # B, C', N
+        return torch.baddbmm(position, context, theta)
+    # Inference: accumulate E-hat S into y in place (a fresh C' x N temporary
+    # costs about as much on CPU as the product itself).
     y = torch.bmm(context, theta)  # B, C', N
-    if position_encoding:
-        rows, basis_w = _position_rows(g.reshape(batch, inter, height, width), dct_size,
-                                       dct_weights)  # B, C', H, kW
-        if torch.jit.is_tracing():
-            # The tracer (TorchScript trace, ONNX export) mis-records in-place
-            # ops on views; the same sum, out of place.
-            return y + (rows @ basis_w.t()).reshape(y.shape)
-        # Accumulated into y in place: on CPU a fresh N x C' temporary costs
-        # about as much as the product itself.
-        y.view(batch * inter * height, width).addmm_(rows.reshape(-1, dct_size[1]),
-                                                     basis_w.t())
+    y.view(batch * inter * height, width).addmm_(rows.reshape(-1, dct_size[1]), basis_w.t())
     return y
 
 
