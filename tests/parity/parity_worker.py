@@ -76,11 +76,14 @@ class Adapter:
         :func:`parity_protocol.top_down_gradient_names`)."""
         raise NotImplementedError(f"{self.name} has no ENL-FPN top-down stream")
 
-    def load_foreign(self, spec: dict, path: str, x: np.ndarray):
-        """A block read from another implementation's native file, when this
-        framework can read it directly (e.g. a ``.keras`` file across Keras
-        backends); else raise."""
-        raise NotImplementedError(f"{self.name} reads no foreign native file: {path}")
+    def load_foreign(self, spec: dict, source: dict, x: np.ndarray, directory: str,
+                     config: dict):
+        """A block read from another implementation's native file: directly
+        (``{"native": path}``, e.g. a ``.keras`` file across Keras backends) or
+        through a converter (``{"tf_checkpoint": path}``, ``{"keras_file": path}``);
+        ``directory`` is for intermediate files; ``config``: weights standing
+        for the model configuration a user has (for a fixed d only)."""
+        raise NotImplementedError(f"{self.name} reads no foreign file: {source}")
 
 
 def blocks_job(adapter: Adapter, job: dict) -> dict:
@@ -122,7 +125,8 @@ def interchange_job(adapter: Adapter, job: dict) -> dict:
             block = adapter.build(spec, weights)
             block.load_npz(source["npz"])
         else:
-            block = adapter.load_foreign(spec, source["native"], x)
+            block = adapter.load_foreign(spec, source, x, hop["out"] + ".converted",
+                                         enl_params.load_npz(hop["config"]).as_dict())
         z_source = adapter.forward(block, x)
         native = adapter.save_native(block, spec, x, hop["out"])
         reloaded = adapter.load_native(spec, native, x, block.get_block_weights())

@@ -7,9 +7,13 @@ process, every hop through the framework's own weight file:
     -> PyTorch (state_dict) -> Keras 3 on torch (.keras) -> .npz (enl_core)
 
 and, besides, Keras 3 on torch reads the very ``.keras`` file Keras 3 on
-TensorFlow wrote. At each hop the worker loads what the previous hop exported
-(``load_npz``, or the foreign ``.keras``), runs the block, saves its native
-file, reloads it into a fresh block, runs that and exports ``save_npz``.
+TensorFlow wrote, and the PyTorch worker converts the tf_keras checkpoint and
+that ``.keras`` file with ``enl_torch.convert`` (``tf_checkpoint_to_npz``,
+``keras_file_to_npz``: what a PyTorch user runs on Model Garden / Keras
+files; a fixed d, configuration rather than a variable, comes from the model
+config). At each hop the worker loads what the source hop exported (its
+``load_npz``, or the foreign file), runs the block, saves its native file,
+reloads it into a fresh block, runs that and exports ``save_npz``.
 
 Checked: every native round trip and the whole chain reproduce the weights
 bit for bit; a reloaded block gives bit-identical outputs; a converted block
@@ -46,43 +50,43 @@ SPECS = {
                                 "scale": True, "sub_sample": False, "position_encoding": True,
                                 "dct_size": [5, 5], "seed": 5},
 }
-# (hop, implementation, source hop, what is read from the source).
-HOPS = (
-    ("core-in", "core", None, "npz"),
-    ("keras-tensorflow", "keras-tensorflow", "core-in", "npz"),
-    ("tf_keras", "tf_keras", "keras-tensorflow", "npz"),
-    ("keras-torch-reads-keras-file", "keras-torch", "keras-tensorflow", "native"),
-    ("torch", "torch", "tf_keras", "npz"),
-    ("keras-torch", "keras-torch", "torch", "npz"),
-    ("core-out", "core", "keras-torch", "npz"),
+# Rounds of hops: (hop, implementation, source hop, what is read from the
+# source: its exported "npz", its "native" file, or its native file through
+# an enl_torch.convert reader). A round's hops run side by side.
+ROUNDS = (
+    (("core-in", "core", None, "npz"),),
+    (("keras-tensorflow", "keras-tensorflow", "core-in", "npz"),),
+    (("tf_keras", "tf_keras", "keras-tensorflow", "npz"),
+     ("keras-torch-reads-keras-file", "keras-torch", "keras-tensorflow", "native")),
+    (("torch", "torch", "tf_keras", "npz"),),
+    (("keras-torch", "keras-torch", "torch", "npz"),
+     # A torch user converting Model Garden / Keras files (torch imported first).
+     ("torch-converts-tf-checkpoint", "torch", "tf_keras", "tf_checkpoint"),
+     ("torch-converts-keras-file", "torch", "keras-tensorflow", "keras_file")),
+    (("core-out", "core", "keras-torch", "npz"),),
 )
-SOURCE = {hop: source for hop, _, source, _ in HOPS}
+SOURCE = {hop: source for hops in ROUNDS for hop, _, source, _ in hops}
 
 
 class Chain:
     """The files of every hop: ``export(hop, spec)`` (the ``.npz`` it wrote),
     ``outputs(hop, spec)`` (z of the loaded and of the reloaded block)."""
 
-    def __init__(self, directory, answers):
-        self.directory, self.answers = directory, answers
-
-    def prefix(self, hop, spec):
-        return self.directory / f"{spec}.{hop}"
+    def __init__(self, directory, failures):
+        self.directory, self.failures = directory, failures
 
     def _check(self, hop):
-        if hop not in self.answers:
-            pytest.fail(f"hop {hop} did not run: an earlier hop failed", pytrace=False)
-        if isinstance(self.answers[hop], Exception):
-            pytest.fail(f"hop {hop} failed: {self.answers[hop]}", pytrace=False)
+        if hop in self.failures:
+            pytest.fail(f"hop {hop} failed: {self.failures[hop]}", pytrace=False)
 
     def export(self, hop, spec) -> dict:
         self._check(hop)
-        with np.load(f"{self.prefix(hop, spec)}.npz") as data:
+        with np.load(self.directory / f"{spec}.{hop}.npz") as data:
             return {key: data[key] for key in data.files}
 
     def outputs(self, hop, spec) -> dict:
         self._check(hop)
-        return protocol.read_npz(f"{self.prefix(hop, spec)}.result.npz")[1]
+        return protocol.read_npz(self.directory / f"{spec}.{hop}.result.npz")[1]
 
     def original(self, spec) -> dict:
         with np.load(self.directory / f"{spec}.original.npz") as data:
@@ -91,7 +95,7 @@ class Chain:
 
 @pytest.fixture(scope="session")
 def chain(parity_pool):
-    """Runs the hops round by round; hops whose sources are ready run together."""
+    """Runs the rounds; an implementation's hops of a round form one job."""
     directory = parity_pool.workdir / "interchange"
     directory.mkdir()
     for name, spec in SPECS.items():
@@ -99,35 +103,33 @@ def chain(parity_pool):
         protocol.write_npz(directory / f"{name}.x.npz", x=arrays["x"])
         enl_params.save_npz(directory / f"{name}.original.npz",
                             enl_params.BlockParams.from_dict(protocol.block_weights(arrays)))
-    answers, natives, pending = {}, {}, list(HOPS)
-    while pending:
-        ready = [hop for hop in pending if hop[2] is None or hop[2] in answers]
-        ready = [hop for hop in ready if hop[1] not in {h[1] for h in ready[:ready.index(hop)]}]
-        if not ready:
-            break  # a source failed; the tests of the hops left say so
-        jobs, hop_of = {}, {}
-        for hop, implementation, source, kind in ready:
-            if source is not None and isinstance(answers[source], Exception):
-                answers[hop] = RuntimeError(f"its source hop {source} failed")
+    natives, failures = {}, {}
+    for hops in ROUNDS:
+        jobs, entries = {}, {}
+        for hop, implementation, source, kind in hops:
+            if source in failures:
+                failures[hop] = f"its source hop {source} failed"
                 continue
-            hops = []
-            for index, (name, spec) in enumerate(SPECS.items()):
+            job = jobs.setdefault(implementation, {"type": "interchange", "hops": []})
+            for name, spec in SPECS.items():
                 if source is None:
                     origin = {"npz": str(directory / f"{name}.original.npz")}
                 elif kind == "npz":
-                    origin = {"npz": f"{directory / f'{name}.{source}'}.npz"}
+                    origin = {"npz": str(directory / f"{name}.{source}.npz")}
                 else:
-                    origin = {"native": natives[source][index]}
-                hops.append({"spec": spec, "x": str(directory / f"{name}.x.npz"),
-                             "source": origin, "out": str(directory / f"{name}.{hop}")})
-            jobs[implementation], hop_of[implementation] = {"type": "interchange",
-                                                            "hops": hops}, hop
+                    origin = {kind: natives[source, name]}
+                # "config": what a user has besides the weight file (the model
+                # config), e.g. a fixed d, which a TF checkpoint does not hold.
+                job["hops"].append({"spec": spec, "x": str(directory / f"{name}.x.npz"),
+                                    "source": origin, "out": str(directory / f"{name}.{hop}"),
+                                    "config": str(directory / f"{name}.original.npz")})
+                entries.setdefault(implementation, []).append((hop, name))
         for implementation, answer in parity_pool.run(jobs).items():
-            answers[hop_of[implementation]] = answer
-            if not isinstance(answer, Exception):
-                natives[hop_of[implementation]] = answer["natives"]
-        pending = [hop for hop in pending if hop[0] not in answers]
-    return Chain(directory, answers)
+            if isinstance(answer, Exception):
+                failures.update({hop: answer for hop, _ in entries[implementation]})
+            else:
+                natives.update(zip(entries[implementation], answer["natives"], strict=True))
+    return Chain(directory, failures)
 
 
 def assert_same_weights(actual: dict, expected: dict, context: str) -> None:
@@ -144,7 +146,7 @@ def assert_same_weights(actual: dict, expected: dict, context: str) -> None:
             f"{expected[name].ravel()[different[0]]!r}")
 
 
-HOP_NAMES = [hop for hop, *_ in HOPS if hop != "core-in"]
+HOP_NAMES = [hop for hop in SOURCE if hop != "core-in"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

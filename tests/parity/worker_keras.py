@@ -73,10 +73,10 @@ class KerasAdapter(parity_worker.Adapter):
     def load_native(self, spec, path, x, template):
         return keras.saving.load_model(path).layers[-1]
 
-    def load_foreign(self, spec, path, x):
-        if not path.endswith(".keras"):
-            raise ValueError(f"{self.name} reads .keras files only, received {path}")
-        return self.load_native(spec, path, x, None)
+    def load_foreign(self, spec, source, x, directory, config):
+        if "native" not in source or not source["native"].endswith(".keras"):
+            raise ValueError(f"{self.name} reads .keras files only, received {source}")
+        return self.load_native(spec, source["native"], x, None)
 
 
 def _as_block_weights(block, variables, grads) -> dict:

@@ -13,6 +13,8 @@ import numpy as np
 import parity_protocol as protocol
 import parity_worker
 
+from enl_core import params as enl_params
+
 torch = enl_torch = None  # imported by setup(), inside the worker only
 
 
@@ -31,7 +33,12 @@ class TorchAdapter(parity_worker.Adapter):
         global torch, enl_torch
         import torch
 
+        # Before anything imports tensorflow (enl_torch.convert's readers of
+        # Keras / TF files do, when called): torchvision after tensorflow segfaults.
+        import torchvision  # noqa: F401
+
         import enl_torch
+        import enl_torch.convert  # noqa: F401
         torch.set_num_threads(1)
 
     def _construct(self, spec, weights):
@@ -111,6 +118,25 @@ class TorchAdapter(parity_worker.Adapter):
             named.update({f"{level}.{name}": value
                           for name, value in block.get_block_weights().items()})
         return {level: _nhwc(outputs[str(level)]) for level in levels}, named
+
+    def load_foreign(self, spec, source, x, directory, config):
+        if "tf_checkpoint" in source:
+            files = enl_torch.convert.tf_checkpoint_to_npz(source["tf_checkpoint"], directory)
+        elif "keras_file" in source:
+            files = enl_torch.convert.keras_file_to_npz(source["keras_file"], directory)
+        else:
+            raise ValueError(f"{self.name} converts TF checkpoints and .keras files, "
+                             f"received {source}")
+        if len(files) != 1:
+            raise ValueError(f"expected one block in {source}, the converter found {files}")
+        path = next(iter(files.values()))
+        weights = enl_params.load_npz(path).as_dict()
+        if spec.get("dct_weights") == "fixed" and "dct_weights" not in weights:
+            # A fixed d is configuration: a TF checkpoint holds variables only.
+            weights["dct_weights"] = config["dct_weights"]
+        block = self._construct(spec, weights)
+        block.set_block_weights(weights)
+        return block
 
 
 if __name__ == "__main__":
