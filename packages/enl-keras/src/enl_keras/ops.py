@@ -118,13 +118,14 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
             position term.
 
     Returns:
-        (B, H, W, C) in x's dtype. No tensor has more than N C' or C'^2 elements
-        per image: the N x N affinity of NL is never formed.
+        (B, H, W, C) in x's dtype. Every intermediate has O(N (C + C'))
+        elements per image: the N x N affinity of NL is never formed.
     """
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
     flat, theta, phi, g = projections(x, projection_kernel, projection_bias)
     # phi g (eq. 6) is a sum over N: float32 at least (ENL-SPEC "affinity term").
+    # einsum contracts N directly (a transposed BatchMatMul), without a copy of phi^T.
     g_wide = ops.cast(g, accumulate)  # B, N, C'
     context = ops.einsum("bnc,bnd->bcd", ops.cast(phi, accumulate), g_wide)  # B, C', C'
     context = context / ops.cast(_num_positions(x), accumulate)
