@@ -55,6 +55,22 @@ def test_autocast_runs_the_position_sums_in_float32():
     assert projections and all(torch.bfloat16 in c.dtypes for c in projections)
 
 
+def test_bfloat16_module_sums_in_float32(large_case):
+    """A module cast to bfloat16 (no autocast) also sums over positions in
+    float32, and stays within the bfloat16 tolerance of the reference."""
+    x, params, expected = large_case
+    module = enl_torch.ENL(16, 8).to(torch.bfloat16)
+    module.set_block_weights(params)
+    recorder = ShapeRecorder()
+    with torch.no_grad(), recorder:
+        z = module(to_nchw(x, torch.bfloat16))
+    assert z.dtype == torch.bfloat16 and torch.isfinite(z).all()
+    n = SIDE * SIDE
+    context = [c for c in recorder.calls if c.shapes[:2] == [(1, 8, n), (1, n, 8)]]
+    assert context and all(c.dtypes[:2] == [torch.float32] * 2 for c in context), context
+    assert max_relative_error(to_nhwc(z), expected) < 2e-2
+
+
 def _largest_numel(module, x, backward=True) -> tuple[int, str]:
     recorder = ShapeRecorder()
     with recorder:

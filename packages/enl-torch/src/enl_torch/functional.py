@@ -198,8 +198,9 @@ def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         dct_weights: d of shape dct_size, or None for ones.
 
     Returns:
-        (B, C, H, W). Under autocast the two sums over N (``phi g`` and
-        ``E-hat^T g``) and the products that use them run in float32.
+        (B, C, H, W). Under autocast, or for float16 / bfloat16 inputs, the
+        two sums over N (``phi g`` and ``E-hat^T g``) and the products that
+        use them run in float32.
     """
     batch, channels, height, width = x.shape
     inter = out_weight.shape[1]
@@ -207,10 +208,14 @@ def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     projected = project(flat, weight, bias)  # B, 3C', N
     theta, phi, g = projected.split(inter, dim=1)  # B, C', N each
     device = _autocast_device(x)
-    if device != "":
-        y = _mix_float32(device, theta, phi, g, height, width, position_encoding, dct_size,
-                         dct_weights).to(projected.dtype)
-        out = project(y, out_weight, out_bias)
+    if device != "" or projected.dtype in (torch.float16, torch.bfloat16):
+        if device != "":
+            y = _mix_float32(device, theta, phi, g, height, width, position_encoding, dct_size,
+                             dct_weights)
+        else:  # a half-precision module: the same float32 sums, no autocast to turn off
+            y = _mix(theta.float(), phi.float(), g.float(), height, width, position_encoding,
+                     dct_size, dct_weights)
+        out = project(y.to(projected.dtype), out_weight, out_bias)
         return (out + flat).reshape(x.shape)
     y = _mix(theta, phi, g, height, width, position_encoding, dct_size, dct_weights)
     z = torch.baddbmm(flat, out_weight.expand(batch, -1, -1), y)  # B, C, N (residual fused)
