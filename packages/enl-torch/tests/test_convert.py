@@ -6,6 +6,7 @@ before tensorflow; this process never imports keras or tensorflow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -130,6 +131,9 @@ def test_keras_config_round_trip_without_keras():
         convert.keras_to_torch(object())
 
 
+@pytest.mark.skipif(importlib.util.find_spec("enl_keras") is None
+                    or importlib.util.find_spec("tf_keras") is None,
+                    reason="needs enl-keras with tensorflow and tf_keras installed")
 def test_keras_and_tf_keras_transfers_are_exact(tmp_path):
     """Keras 3 and tf_keras blocks -> torch and back (weights bit-exact, outputs
     within float32 tolerance), .keras files and a tf_keras checkpoint -> .npz."""
