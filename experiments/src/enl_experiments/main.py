@@ -289,11 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m enl_experiments.main",
         description="Train the baseline and +3ENL TD Mask R-CNN with the same budget and seed, "
                     "evaluate both with pycocotools, print the table and draw the figures.")
-    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                        help="budget; default 'default' (embedded data) or 'paper' (COCO)")
+    parser.add_argument("--profile", default="", choices=["", *sorted(PROFILES)],
+                        help="budget; empty: 'default' (embedded data) or 'paper' (COCO)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; mean and spread")
     parser.add_argument("--framework", default="garden", choices=("garden", "torch"))
-    parser.add_argument("--coco-dir", default=None,
+    parser.add_argument("--coco-dir", default="",
                         help="a COCO 2017 folder (train2017/, val2017/, annotations/)")
     parser.add_argument("--split", default="context", choices=dataset.SPLITS,
                         help="embedded dataset split: 'context' or the 'control'")
@@ -315,8 +315,9 @@ def main(argv=None) -> int:
     args.argv = argv
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, received {args.seeds}")
-    if args.coco_dir == "":
-        args.coco_dir = None
+    # make passes unset knobs as empty strings.
+    args.coco_dir = args.coco_dir or None
+    args.profile = args.profile or None
     try:
         run(args)
     except (StepFailed, ValueError, FileNotFoundError) as error:
