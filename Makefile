@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest -m "not slow" -p no:cacheprovider
 export HYPOTHESIS_PROFILE ?= ci
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-SUITES := test-core
+SUITES := test-core test-keras test-keras-torch
 
 .PHONY: help setup test test-long test-slow lint $(SUITES)
 
@@ -39,6 +39,12 @@ test-slow: setup ## Only the tests marked slow (large N, detector training); min
 
 test-core: setup ## enl-core reference and its property tests (NumPy only).
 	$(PYTEST) tests/core
+
+test-keras: setup ## enl-keras Keras 3 layers and tf_keras twins, TensorFlow backend.
+	KERAS_BACKEND=tensorflow $(PYTEST) packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden
+
+test-keras-torch: setup ## enl-keras Keras 3 layers on the torch backend (own process).
+	KERAS_BACKEND=torch $(PYTEST) packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
