@@ -114,8 +114,9 @@ def test_added_blocks_train_when_the_backbone_is_frozen():
 
 @pytest.mark.parametrize(("head", "backbone", "variant"), [
     ("mask", "resnet50", "3enl_td"),
-    ("faster", "resnext101_32x8d", "3nl_td"),
+    ("faster", "resnet50", "3nl_td"),
     ("mask", "resnet101", "1nl_bu"),
+    pytest.param("faster", "resnext101_32x8d", "3enl_td", marks=pytest.mark.slow),
 ])
 def test_eval_forward(head, backbone, variant):
     builder, _ = BUILDERS[head]

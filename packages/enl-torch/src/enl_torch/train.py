@@ -50,7 +50,7 @@ from enl_torch.training.distributed import (
     init_distributed,
     shutdown,
 )
-from enl_torch.training.engine import BatchPlan, train_step
+from enl_torch.training.engine import BatchPlan, rank_micro_batches, train_step
 from enl_torch.training.evaluation import evaluate
 from enl_torch.training.schedule import warmup_multistep_scheduler
 
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    run.add_argument("--workers", type=int, default=0, help="data-loading processes per process")
     run.add_argument("--log-every", type=int, default=1)
     run.add_argument("--checkpoint-every", type=int, default=0,
                      help="steps between checkpoints (0: only at the end)")
@@ -136,7 +137,7 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, received "
                              f"{getattr(args, name)}")
-    for name in ("checkpoint_every", "eval_every", "warmup_steps"):
+    for name in ("checkpoint_every", "eval_every", "warmup_steps", "workers"):
         if getattr(args, name) < 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 0, received "
                              f"{getattr(args, name)}")
@@ -277,9 +278,10 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
               f"{context.world_size} process(es) on {context.device}", flush=True)
     network.train()
     metrics = None
+    batches = rank_micro_batches(train_set, plan, context.rank, step, args.workers)
     while step < args.steps:
         started = time.time()
-        losses = train_step(network, optimizer, scheduler, train_set, plan, step, context.rank,
+        losses = train_step(network, optimizer, scheduler, next(batches), args.seed, step,
                             context.device, args.clip_grad_norm)
         step += 1
         losses = all_reduce_mean(losses, context)

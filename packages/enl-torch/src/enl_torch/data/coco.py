@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 from enl_torch.data.seeding import derived_seed
 
@@ -114,7 +114,9 @@ class CocoDetection(Dataset):
         image_id = self.image_ids[index]
         info = self.coco.loadImgs(image_id)[0]
         path = resolve_image_path(self.images_dir, info["file_name"])
-        image = decode_image(path, mode=ImageReadMode.RGB).float().div_(255.0)  # 3, H, W
+        with Image.open(path) as file:
+            pixels = np.array(file.convert("RGB"))  # H, W, 3 uint8 (a writable copy)
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # 3, H, W
         height, width = image.shape[-2:]
         annotations = self._usable_annotations(image_id)
         boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)

@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from enl_torch.data.coco import CocoDetection, collate
 from enl_torch.data.seeding import derived_seed
@@ -90,9 +92,38 @@ def _to_device(images, targets, device: torch.device):
     return images, targets
 
 
+class MicroBatch(NamedTuple):
+    """A loaded micro-batch: its number in the global batch, images, targets."""
+
+    number: int
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+
+
+def rank_micro_batches(dataset: CocoDetection, plan: BatchPlan, rank: int, start_step: int,
+                       workers: int = 0) -> Iterator[list[MicroBatch]]:
+    """Yields this rank's loaded micro-batches for ``start_step``, the next step, ...
+
+    One ``DataLoader`` per epoch (``workers`` processes prefetch ahead); what is
+    loaded depends only on the plan and the dataset's seed, never on the workers.
+    """
+    step = start_step
+    while True:
+        epoch = plan.epoch_of(step)
+        dataset.set_epoch(epoch)  # before the workers copy the dataset
+        end = (epoch + 1) * plan.steps_per_epoch
+        steps = [plan.micro_batches(s, rank) for s in range(step, end)]
+        loader = DataLoader(dataset, batch_sampler=[ix for mbs in steps for _, ix in mbs],
+                            collate_fn=collate, num_workers=workers)
+        batches = iter(loader)
+        for micro_batches in steps:
+            yield [MicroBatch(number, *next(batches)) for number, _ in micro_batches]
+        step = end
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, dataset: CocoDetection,
-               plan: BatchPlan, step: int, rank: int, device: torch.device,
+               scheduler: torch.optim.lr_scheduler.LRScheduler,
+               micro_batches: Sequence[MicroBatch], seed: int, step: int, device: torch.device,
                clip_grad_norm: float | None = None) -> dict[str, float]:
     """Runs optimizer step ``step`` on this rank's micro-batches.
 
@@ -105,13 +136,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     Raises:
         FloatingPointError: a loss is not finite (naming the step and the losses).
     """
-    dataset.set_epoch(plan.epoch_of(step))
-    micro_batches: Sequence[tuple[int, list[int]]] = plan.micro_batches(step, rank)
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = defaultdict(float)
-    for position, (number, indices) in enumerate(micro_batches):
-        images, targets = _to_device(*collate([dataset[i] for i in indices]), device)
-        torch.manual_seed(derived_seed(plan.seed, step, number))
+    for position, (number, images, targets) in enumerate(micro_batches):
+        images, targets = _to_device(images, targets, device)
+        torch.manual_seed(derived_seed(seed, step, number))
         last = position == len(micro_batches) - 1
         # DDP all-reduces on the last micro-batch only (accumulation in between).
         defer = not last and hasattr(model, "no_sync")
