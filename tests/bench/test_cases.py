@@ -71,3 +71,11 @@ def test_matmul_shapes_cover_the_cost_model_less_the_position_term():
 def test_unknown_implementation_is_named():
     with pytest.raises(ValueError, match="implementations"):
         cases.build_cases("torch", ["flash_enl"], CONFIG)
+
+
+def test_profiled_grid_is_n_16384_or_the_largest_below():
+    from enl_experiments.bench.scaling import profile_side
+
+    assert profile_side((32, 64, 128, 256)) == 128
+    assert profile_side((32, 64)) == 64
+    assert profile_side((192, 256)) == 192

@@ -43,3 +43,15 @@ def test_profiler_counts_an_enl_block_as_the_cost_model(monkeypatch):
     # The profiler also counts biases, the 1/N scaling and the residual sum.
     assert counted == pytest.approx(model, rel=0.02)
     assert counted >= model
+
+
+def test_flops_by_op_type_sum_to_the_total():
+    tf = pytest.importorskip("tensorflow")
+    function = tf.function(lambda a, b: tf.nn.relu(tf.matmul(a, b)) + 1.0)
+    graph = function.get_concrete_function(tf.TensorSpec([20, 30]),
+                                           tf.TensorSpec([30, 40])).graph
+    total, by_op = tf_flops.graph_flops_by_op(graph)
+    assert by_op == {"MatMul": 2 * 20 * 30 * 40, "AddV2": 20 * 40}
+    assert sum(by_op.values()) == total == tf_flops.graph_flops(graph)
+    total, by_op = tf_flops.graph_flops_by_op(graph, top=1)
+    assert by_op == {"MatMul": 2 * 20 * 30 * 40, "other": 20 * 40}

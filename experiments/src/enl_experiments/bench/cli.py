@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detectors", type=_csv, help=f"subset of {','.join(DETECTORS)}")
     parser.add_argument("--image-size", help="detector input HxW, default 800x1088")
     parser.add_argument("--sides", type=_csv, help="grid sides of the scaling section")
+    parser.add_argument("--implementations", type=_csv,
+                        help="scaling-section implementations to run (default: all)")
     parser.add_argument("--max-call-s", type=float, help="skip entries predicted slower")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--torch-compile", action="store_true",
@@ -78,6 +80,8 @@ def config_from_args(args) -> BenchConfig:
             overrides["sides"] = tuple(int(s) for s in args.sides)
         except ValueError:
             raise ValueError(f"`--sides` must be integers, received {args.sides!r}") from None
+    if args.implementations:
+        overrides["implementations"] = args.implementations
     if args.max_call_s is not None:
         overrides["max_call_s"] = args.max_call_s
     if args.device:

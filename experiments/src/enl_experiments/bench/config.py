@@ -66,6 +66,7 @@ class BenchConfig:
         image_size: detector input (H, W) before padding to a multiple of 64.
         detectors: which detectors the cost table builds.
         sections: which sections run.
+        implementations: scaling-section implementations to run; empty means all.
         device: "auto" (CUDA when present), "cpu" or "cuda".
     """
 
@@ -74,8 +75,8 @@ class BenchConfig:
     channels: int = CHANNELS
     inter_channels: int = INTER_CHANNELS
     batch: int = 1
-    warmup_s: float = 0.5
-    entry_budget_s: float = 3.0
+    warmup_s: float = 0.3
+    entry_budget_s: float = 2.0
     min_repeats: int = 3
     max_repeats: int = 15
     max_call_s: float = 6.0
@@ -85,6 +86,7 @@ class BenchConfig:
     image_size: tuple[int, int] = (800, 1088)
     detectors: tuple[str, ...] = DETECTORS
     sections: tuple[str, ...] = SECTIONS
+    implementations: tuple[str, ...] = ()
     device: str = "auto"
 
     def __post_init__(self):

@@ -94,6 +94,12 @@ class KerasBackend:
         keras.backend.clear_session()
         gc.collect()
 
+    def profile(self, side: int, backward: bool) -> dict:
+        from enl_experiments.bench import profiling
+
+        return profiling.tf_profile(side, backward, self.config.channels,
+                                    self.config.inter_channels)
+
     # -- calls -----------------------------------------------------------
     def _randn(self, *shape) -> tf.Tensor:
         with tf.device(self.device):

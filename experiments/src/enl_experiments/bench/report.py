@@ -135,6 +135,20 @@ def scaling_section(framework: str, section: dict) -> str:
     if reasons:
         out += ["", "Entries that did not run, and why:", ""]
         out += [f"- {key}: " + "; ".join(values) for key, values in reasons.items()]
+    profile = section.get("profile", {})
+    if profile:
+        out += ["", "**Where ENL's time goes** (op-level profile, self time share):", ""]
+        for mode, result in profile.items():
+            if mode not in MODE_TITLES:
+                out.append(f"- {result}")
+            elif "error" in result:
+                out.append(f"- {MODE_TITLES[mode]}: {result['error']}")
+            else:
+                ops = ", ".join(f"`{row['op']}` {row['share']:.0%} ({row['calls']} calls)"
+                                for row in result["top"][:8])
+                out.append(f"- {MODE_TITLES[mode]}, N = {result['side'] ** 2:,}, "
+                           f"{result['repeats']} calls, {result['total_self_s'] * 1e3:.0f} ms "
+                           f"in total: {ops}.")
     out += ["", "Implementations: " + "; ".join(
         f"`{name}` = {IMPLEMENTATIONS[name][1]}" for name in implementations) + "."]
     return "\n".join(out) + "\n"

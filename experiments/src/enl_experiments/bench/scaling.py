@@ -22,10 +22,12 @@ from enl_experiments.bench import measure
 from enl_experiments.bench.config import BLOCK_MODES, GIB, BenchConfig
 
 PEAK_SHAPE = (2048, 2048, 2048)
+PROFILE_SIDE = 128
 
 
-def _time(backend, call, config: BenchConfig) -> dict:
-    return measure.median_time(call, backend.sync, config.warmup_s, config.entry_budget_s,
+def _time(backend, call, config: BenchConfig, budget_s: float | None = None) -> dict:
+    return measure.median_time(call, backend.sync, config.warmup_s,
+                               config.entry_budget_s if budget_s is None else budget_s,
                                config.min_repeats, config.max_repeats)
 
 
@@ -39,50 +41,29 @@ def chain_shapes(side: int, mode: str, config: BenchConfig) -> list[tuple[int, i
 
 
 def chain_reference(backend, side: int, mode: str, config: BenchConfig) -> dict:
-    """Times ENL's matmul chain now: the paired reference of one ENL entry."""
+    """Times ENL's matmul chain now (each product alone, medians summed).
+
+    This is the sgemm reference of one ENL entry: the time an ideal ENL would
+    take if it were nothing but these float32 products.
+    """
     shapes = chain_shapes(side, mode, config)
     total = 0.0
     for shape in shapes:
         call = backend.matmul(*shape)
-        total += _time(backend, call, config)["median_s"]
+        total += _time(backend, call, config, config.entry_budget_s / len(shapes))["median_s"]
         del call
     macs = sum(a * b * c for a, b, c in shapes)
-    return {"macs": macs, "seconds": total, "gflops": 2 * macs / total / 1e9}
+    return {"macs": macs, "seconds": total, "gflops": 2 * macs / total / 1e9,
+            "shapes": [list(s) for s in shapes]}
 
 
-def sgemm_reference(backend, config: BenchConfig, log) -> dict:
-    """float32 matmul throughput: one large square product and, per N, ENL's own shapes.
-
-    Returns:
-        ``{"peak": {...}, "by_side": {side: {mode: {"macs", "seconds", "gflops", "shapes"}}}}``
-        where the forward_backward entry adds each product's two backward matmuls.
-    """
-    timings: dict[tuple[int, int, int], float] = {}
-
-    def seconds(shape):
-        if shape not in timings:
-            call = backend.matmul(*shape)
-            timings[shape] = _time(backend, call, config)["median_s"]
-            del call
-        return timings[shape]
-
+def sgemm_peak(backend, config: BenchConfig, log) -> dict:
+    """float32 matmul throughput of one large square product (the machine's ceiling)."""
     m, k, n = PEAK_SHAPE
-    peak_s = seconds(PEAK_SHAPE)
-    result = {"peak": {"shape": list(PEAK_SHAPE), "seconds": peak_s,
-                       "gflops": 2 * m * k * n / peak_s / 1e9}, "by_side": {}}
-    for side in config.sides:
-        per_mode = {}
-        for mode in BLOCK_MODES:
-            shapes = chain_shapes(side, mode, config)
-            macs = sum(a * b * c for a, b, c in shapes)
-            total = sum(seconds(s) for s in shapes)
-            per_mode[mode] = {"macs": macs, "seconds": total, "gflops": 2 * macs / total / 1e9,
-                              "shapes": [list(s) for s in shapes]}
-        result["by_side"][str(side)] = per_mode
-        log(f"[{backend.name}] sgemm N={side * side}: "
-            f"fwd {per_mode['forward']['gflops']:.1f} GFLOP/s, "
-            f"fwd+bwd {per_mode['forward_backward']['gflops']:.1f} GFLOP/s")
-    return result
+    seconds = _time(backend, backend.matmul(*PEAK_SHAPE), config)["median_s"]
+    peak = {"shape": list(PEAK_SHAPE), "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9}
+    log(f"[{backend.name}] sgemm {m}x{k}x{n}: {peak['gflops']:.1f} GFLOP/s")
+    return peak
 
 
 def run_case(backend, case: cases_lib.Case, config: BenchConfig) -> dict:
@@ -115,8 +96,9 @@ def run_section(backend, config: BenchConfig, log=print) -> dict:
     started = time.time()
     info = backend.info()
     log(f"[{backend.name}] {info}")
-    sgemm = sgemm_reference(backend, config, log)
-    available = backend.implementations()
+    sgemm = {"peak": sgemm_peak(backend, config, log), "by_side": {}}
+    available = {name: reason for name, reason in backend.implementations().items()
+                 if not config.implementations or name in config.implementations}
     limit = backend.memory_limit_bytes() or int(config.memory_limit_gib * GIB)
     entries = []
     for implementation, unavailable in available.items():
@@ -132,12 +114,40 @@ def run_section(backend, config: BenchConfig, log=print) -> dict:
                 case = cases_lib.classify(case, limit, backend.free_bytes(),
                                           sgemm["peak"]["gflops"] * 1e9, config.max_call_s)
             entry = run_case(backend, case, config)
+            if implementation == "enl" and "sgemm_paired" in entry:
+                sgemm["by_side"].setdefault(str(case.side), {})[case.mode] = entry["sgemm_paired"]
             if entry["status"] == "error":
                 failed_modes.add(case.mode)
             entries.append(entry)
             log(format_entry(backend.name, entry))
     return {"framework": backend.name, "info": info, "memory_limit_bytes": limit,
-            "sgemm": sgemm, "entries": entries, "seconds": time.time() - started}
+            "sgemm": sgemm, "entries": entries,
+            "profile": profile_enl(backend, config, available.get("enl", "not run"), log),
+            "seconds": time.time() - started}
+
+
+def profile_side(sides) -> int:
+    """The grid profiled: 128 x 128 (N = 16,384, where the targets start) or the
+    largest side below it, else the smallest."""
+    below = [side for side in sides if side <= PROFILE_SIDE]
+    return max(below) if below else min(sides)
+
+
+def profile_enl(backend, config: BenchConfig, unavailable, log) -> dict:
+    """Op-level profile of ENL, forward and forward+backward; errors are recorded."""
+    if unavailable:
+        return {"error": f"ENL not profiled: {unavailable}"}
+    side = profile_side(config.sides)
+    result = {}
+    for mode in BLOCK_MODES:
+        try:
+            result[mode] = backend.profile(side, mode == "forward_backward")
+        except Exception as error:  # noqa: BLE001 - a failed profile is reported
+            result[mode] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+            continue
+        top = ", ".join(f"{row['op']} {row['share']:.0%}" for row in result[mode]["top"][:5])
+        log(f"[{backend.name}] ENL profile N={side * side} {mode}: {top}")
+    return result
 
 
 def format_entry(framework: str, entry: dict) -> str:

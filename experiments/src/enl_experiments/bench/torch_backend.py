@@ -80,6 +80,12 @@ class TorchBackend:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def profile(self, side: int, backward: bool) -> dict:
+        from enl_experiments.bench import profiling
+
+        return profiling.torch_profile(side, backward, self.config.channels,
+                                       self.config.inter_channels, self.device.type)
+
     # -- calls -----------------------------------------------------------
     def _randn(self, *shape, requires_grad=False) -> torch.Tensor:
         tensor = torch.randn(*shape, generator=self.generator).to(self.device)
