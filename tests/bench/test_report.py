@@ -62,3 +62,13 @@ def test_report_only_rewrites_report_and_plots(tmp_path, capsys):
     assert (tmp_path / "report.md").read_text().startswith("# ENL bench report")
     for name in ("torch_time.png", "torch_memory.png"):
         assert os.path.getsize(tmp_path / name) > 10_000
+
+
+def test_readme_snippet(tmp_path, capsys):
+    with open(tmp_path / "results.json", "w") as handle:
+        json.dump(_results(), handle)
+    assert cli.main(["--readme", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Cost table (paper Table 3), 832x1088" in text
+    assert "| 65,536 | forward |" in text and "infeasible" in text
+    assert "Targets of issue 7:" in text

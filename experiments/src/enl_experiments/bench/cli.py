@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not time ENL under XLA in Keras")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render report.md / plots from results.json")
+    parser.add_argument("--readme", action="store_true",
+                        help="print the condensed report for the root README and exit")
     return parser
 
 
@@ -179,6 +181,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
+    if args.readme:
+        with open(results_path) as handle:
+            print(report.readme(json.load(handle)))
+        return 0
     if args.report_only:
         with open(results_path) as handle:
             results = json.load(handle)

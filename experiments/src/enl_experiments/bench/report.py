@@ -274,3 +274,59 @@ def summary(results: dict) -> str:
         lines.append(f"  [{target.status:>12}] {target.name}: {target.measured} "
                      f"(goal {target.goal})")
     return "\n".join(lines)
+
+
+def _entry(section: dict, implementation: str, mode: str, n: int) -> dict | None:
+    return next((e for e in section.get("entries", []) if e["implementation"] == implementation
+                 and e["mode"] == mode and e["n"] == n), None)
+
+
+def readme(results: dict, sizes=(16384, 65536)) -> str:
+    """A condensed report for the root README: cost table, key scaling rows, targets."""
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    sections = results.get("sections", {})
+    out = [f"Measured by `{meta.get('command', '?')}` on {machine.get('cpu', '?')} "
+           f"({machine.get('logical_cores', '?')} logical cores, "
+           f"{machine.get('memory_bytes', 0) / 2**30:.0f} GiB, no GPU), sections run at: "
+           + "; ".join(f"{name} {section.get('run', {}).get('started', '?')} UTC "
+                       f"({contention_text(section).split(', started')[0]})"
+                       for name, section in sections.items()) + ".", ""]
+    variants = sections.get("detectors", {}).get("variants")
+    if variants:
+        rows = []
+        for row in detectors_lib.compare(variants, targets_lib.AGREEMENT_MAX):
+            if row.get("status", "ok") != "ok":
+                rows.append([row["detector"], row["variant"], row["status"], "-", "-", "-"])
+                continue
+            paper = TABLE_3.get(row["variant"], {})
+            rows.append([
+                row["detector"], row["variant"], f"{row['profiler_flops'] / 2e9:.1f}",
+                f"{row['params'] / 1e6:.2f}", _mib(row.get("allocator_peak_bytes")),
+                f"{paper.get('gflops', '-')} / {paper.get('params_m', '-')} M / "
+                f"{paper.get('memory_mb', '-')} MB"])
+        size = variants[0].get("input_size", ["?", "?"])
+        out += [f"Cost table (paper Table 3), {size[0]}x{size[1]}, eval mode, batch 1 "
+                "(GMACs from TensorFlow's profiler; memory: TF allocator peak of one eval "
+                "forward, CPU):", "",
+                table(["detector", "variant", "GMACs", "params (M)", "eval memory (MiB)",
+                       "paper: Gflops / params / memory"], rows), ""]
+    for framework, section in sections.items():
+        if "entries" not in section:
+            continue
+        implementations = list(dict.fromkeys(e["implementation"] for e in section["entries"]))
+        rows = []
+        for n in sizes:
+            for mode in BLOCK_MODES:
+                rows.append([f"{n:,}", MODE_TITLES[mode]] + [
+                    _cell_time(_entry(section, implementation, mode, n))
+                    for implementation in implementations])
+        threads = section.get("info", {}).get("intra_op_threads", "?")
+        out += [f"Block scaling, {framework} ({threads} threads), C = 256, C' = 128, median "
+                "time:", "", table(["N", "pass"] + implementations, rows), ""]
+    targets = targets_lib.all_targets(results)
+    out += [f"Targets of issue 7: {sum(t.status == 'met' for t in targets)} of {len(targets)} "
+            "met.", "",
+            table(["target", "goal", "measured", "status"],
+                  [[t.name, t.goal, t.measured, t.status] for t in targets])]
+    return "\n".join(out) + "\n"
