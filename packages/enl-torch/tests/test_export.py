@@ -55,6 +55,19 @@ def test_compile_dynamic_traces_once_for_all_sizes():
         torch._dynamo.config.error_on_recompile = False
 
 
+def test_compile_dynamic_inference_path():
+    """Without autograd ENL takes its in-place path; it compiles once too."""
+    torch._dynamo.reset()
+    counters.clear()
+    module = _block()
+    compiled = torch.compile(module, dynamic=True, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for grid in GRIDS[:3]:
+            x = torch.randn(2, 8, *grid)
+            assert_close(compiled(x).numpy(), module(x).numpy(), "float32")
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 @pytest.mark.slow
 def test_compile_inductor_dynamic():
     """The default inductor backend (about a minute of C++ compilation)."""
