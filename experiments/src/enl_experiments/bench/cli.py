@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 from enl_experiments.bench import detectors as detectors_lib
 from enl_experiments.bench import measure, plots, report
@@ -125,18 +126,25 @@ class Runner:
                     command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                     env=environment) as process:
                 log.write(f"$ {' '.join(command)}\n")
+                # Reading stdout blocks until the worker ends: a timer enforces the limit.
+                watchdog = threading.Timer(timeout_s, process.kill)
+                watchdog.start()
                 for line in process.stdout:
                     log.write(line)
                     log.flush()
                     if line.startswith("["):
                         print(line.rstrip(), flush=True)
                     tail = (tail + [line.rstrip()])[-15:]
-                code = process.wait(timeout=timeout_s)
+                code = process.wait()
+                timed_out = not watchdog.is_alive()
+                watchdog.cancel()
+            if timed_out:
+                return {"error": f"worker killed after {timeout_s:.0f} s: " + " | ".join(tail[-3:])}
             if code != 0:
                 return {"error": f"worker exited with {code}: " + " | ".join(tail[-5:])}
             with open(out_path) as handle:
                 return json.load(handle)
-        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+        except (OSError, ValueError) as error:
             return {"error": f"{type(error).__name__}: {error}"}
         finally:
             if os.path.exists(out_path):
