@@ -20,6 +20,7 @@ from enl_core.testing import assert_close
 from enl_experiments.dataset import generate_dataset
 from enl_torch import train
 from enl_torch.data.coco import CocoDetection, find_split
+from enl_torch.detection import fasterrcnn_enl_resnet_fpn
 from enl_torch.training.checkpoint import load_checkpoint, rng_state, set_rng_state
 from enl_torch.training.engine import BatchPlan, rank_micro_batches
 from enl_torch.training.evaluation import METRIC_NAMES, coco_metrics, detections_to_coco
@@ -293,6 +294,28 @@ def test_resume_repeats_the_uninterrupted_run_exactly(overfit_run, tmp_path):
                            state["momentum_buffer"])
     assert resumed["lr_scheduler"] == straight["lr_scheduler"]
     assert resumed["rng"][0]["torch"] == straight["rng"][0]["torch"]
+
+
+def test_eval_only_reproduces_the_metrics_of_the_run(overfit_run, tmp_path):
+    output, args = overfit_run
+    assert train.main([*args, "--output-dir", str(tmp_path), "--eval-only", "--resume",
+                       str(output / "checkpoints" / "step_0000004.pt")]) == 0
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    original = json.loads((output / "metrics.json").read_text())
+    for key in ("step", "bbox", "segm", "num_detections"):
+        assert again[key] == original[key], key
+
+
+def test_faster_rcnn_evaluates_boxes_from_a_weights_file(data_dir, tmp_path):
+    torch.manual_seed(0)
+    model = fasterrcnn_enl_resnet_fpn(variant="baseline", num_classes=4)
+    torch.save(model.state_dict(), tmp_path / "faster.pt")
+    assert train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                       "--model", "fasterrcnn_enl_resnet_fpn", "--variant", "3enl_td",
+                       "--weights", str(tmp_path / "faster.pt"), "--eval-only", *FAST]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) >= {"bbox", "num_images", "num_detections"} and "segm" not in metrics
+    assert set(metrics["bbox"]) == set(METRIC_NAMES)
 
 
 def test_resume_refuses_other_settings(overfit_run, tmp_path, capsys):

@@ -239,7 +239,10 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
     if not args.eval_only:
         train_set = CocoDetection(*find_split(args.data_dir, args.train_split), train=True,
                                   hflip_prob=args.hflip_prob, seed=args.seed, masks=masks)
-    num_classes = (train_set or val_set).num_classes if (train_set or val_set) else None
+    if args.eval_only and val_set is None:
+        raise ValueError("`--eval-only` and `--no-eval` exclude each other")
+    # Contiguous labels 1..K of the annotations' categories, plus background.
+    num_classes = (train_set if train_set is not None else val_set).num_classes
     model = build_model(args, num_classes).to(context.device)
     resume = _resume_path(args)
     saved = ckpt.load_checkpoint(resume) if resume else None
@@ -247,8 +250,6 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
         _check_resumable(saved["config"], args, context.world_size)
         model.load_state_dict(saved["model"])
     if args.eval_only:
-        if val_set is None:
-            raise ValueError("`--eval-only` and `--no-eval` exclude each other")
         metrics = _evaluate(model, val_set, context, args, writer, saved["step"] if saved else 0)
         return {"metrics": metrics}
 
