@@ -68,6 +68,7 @@ def test_nonlocal_mode_and_position_combination():
         enl_torch.NonLocal(8, sub_sample=True)(torch.randn(1, 8, 1, 5))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("scripted", [False, True])
 def test_bad_inputs(block, scripted):
