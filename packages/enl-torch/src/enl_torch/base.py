@@ -113,9 +113,10 @@ class BlockProjections(nn.Module):
         return None
 
     def _set_dct_weights_array(self, weights: np.ndarray | None) -> None:
-        if weights is not None:
-            raise ValueError(f"`dct_weights` given but {type(self).__name__} was built "
-                             f"without DCT weights; received shape {np.shape(weights)}")
+        # d = 1 is what a block without DCT weights computes; anything else is not.
+        if weights is not None and not np.all(np.asarray(weights) == 1.0):
+            raise ValueError(f"`dct_weights` given but {type(self).__name__} has no DCT "
+                             f"weights (it uses d = 1); received {np.asarray(weights)!r}")
 
     def get_block_weights(self) -> dict[str, np.ndarray]:
         """The weights in the shared ``(in, out)`` layout of :mod:`enl_core.params`.
