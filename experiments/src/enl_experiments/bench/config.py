@@ -79,7 +79,7 @@ class BenchConfig:
     entry_budget_s: float = 2.0
     min_repeats: int = 3
     max_repeats: int = 15
-    max_call_s: float = 6.0
+    max_call_s: float = 3.0
     memory_limit_gib: float = 24.0
     keras_xla: bool = True
     torch_compile: bool = False
