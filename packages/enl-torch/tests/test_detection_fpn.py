@@ -128,6 +128,7 @@ def test_block_factory_callable_and_kwargs():
     assert isinstance(nl, enl_torch.NonLocal) and nl.mode == "embedded_gaussian"
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_scriptable_and_same_output():
     fpn = make_fpn(block_kwargs={"zero_init": False})
     x = features(seed=6)
