@@ -73,6 +73,7 @@ def _model_kwarg(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m enl_torch.train`` (also used by the experiments)."""
     parser = argparse.ArgumentParser(
         prog="python -m enl_torch.train",
         description="Train / evaluate ENL-FPN Faster or Mask R-CNN (torchvision) on a "
@@ -308,6 +309,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 on success, 2 (with the message on stderr) on bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

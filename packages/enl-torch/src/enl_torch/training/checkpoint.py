@@ -65,6 +65,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def checkpoint_path(directory: str, step: int) -> str:
+    """``directory/step_NNNNNNN.pt``."""
     return os.path.join(directory, f"step_{step:07d}.pt")
 
 

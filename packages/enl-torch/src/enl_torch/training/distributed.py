@@ -82,10 +82,12 @@ def all_reduce_mean(values: dict[str, float], context: DistributedContext) -> di
 
 
 def barrier(context: DistributedContext) -> None:
+    """Waits for every rank (no-op in one process)."""
     if context.is_distributed:
         dist.barrier()
 
 
 def shutdown(context: DistributedContext) -> None:
+    """Leaves the process group, if this process joined one."""
     if context.is_distributed and dist.is_initialized():
         dist.destroy_process_group()
