@@ -46,7 +46,8 @@ def loss_curves(histories: dict[str, list[dict]], path, tags=LOSS_TAGS) -> Path:
         raise ValueError(f"`histories` holds none of the loss tags {tags}")
     columns = min(3, len(present))
     rows = -(-len(present) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False,
+                             constrained_layout=True)
     for ax, tag in zip(axes.flat, present, strict=False):
         for colour, (label, runs) in zip(MODEL_COLOURS, histories.items(), strict=False):
             for seed_index, history in enumerate(runs):

@@ -62,12 +62,12 @@ def train(seed: int, flags: list[str]) -> None:
     vision_train.main(None)
 
 
-def read_losses(model_dir: str) -> dict:
-    """``{tag: {"step": [...], "value": [...]}}`` from the train event files."""
+def read_losses(model_dir: str, subdir: str = "train") -> dict:
+    """``{tag: {"step": [...], "value": [...]}}`` from the event files of ``subdir``."""
     import tensorflow as tf
 
     history: dict[str, dict[str, list]] = {}
-    for path in sorted(glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))):
+    for path in sorted(glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.HasField("tensor"):
@@ -172,6 +172,8 @@ def predict(model_dir: str, experiment: str, out_dir: str, queries: list[tuple[i
                                                  query_by_image[image_id], scale, image_info[b])
     (out / "detections.json").write_text(json.dumps(detections))
     (out / "losses.json").write_text(json.dumps(read_losses(model_dir)))
+    # Model Garden's own COCO evaluation (train_and_eval), kept as a cross-check.
+    (out / "garden_eval.json").write_text(json.dumps(read_losses(model_dir, "validation")))
     if blocks:
         block_dir = out / "blocks"
         block_dir.mkdir(exist_ok=True)

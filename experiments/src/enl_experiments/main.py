@@ -241,6 +241,7 @@ def run(args) -> Path:
     figure_ids, query = choose_figure_images(data.val_annotations, profile.figure_images,
                                              attention_category)
     evaluations: dict[str, list[dict]] = {m: [] for m in MODELS}
+    cross_checks: dict[str, list[dict]] = {m: [] for m in MODELS}
     histories: dict[str, list[dict]] = {m: [] for m in MODELS}
     seed0_dirs = {}
     for seed in seeds:
@@ -250,6 +251,11 @@ def run(args) -> Path:
             runner.train_and_predict(model, data, seed, out, [query] if model == "enl" else [])
             evaluations[model].append(evaluate(data.val_annotations, out / "detections.json"))
             histories[model].append(json.loads((out / "losses.json").read_text()))
+            garden_eval = out / "garden_eval.json"
+            if garden_eval.exists():
+                cross_checks[model].append({tag: series["value"][-1] for tag, series in
+                                            json.loads(garden_eval.read_text()).items()
+                                            if series["value"]})
             if seed == seeds[0]:
                 seed0_dirs[model] = out
 
@@ -268,6 +274,8 @@ def run(args) -> Path:
         f"{profile.image_size}x{profile.image_size} px)",
         "wall_time": f"{wall / 60:.1f} min", "query": list(query), "figure_images": figure_ids,
     }
+    if any(cross_checks.values()):
+        meta["model_garden_own_eval"] = cross_checks
     table = report.write_summary(run_dir, evaluations, {m: LABELS[m] for m in MODELS}, meta,
                                  figure_names)
     os.replace(run_dir, final_dir)

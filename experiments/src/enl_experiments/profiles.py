@@ -30,6 +30,8 @@ class Profile:
             ``None`` entries are skipped.
         torch_backbone: backbone of the torch mirror.
         figure_images: validation images drawn with their detections.
+        garden_mode: Model Garden's ``--mode``; ``train_and_eval`` also runs
+            its own COCO evaluation at the end (kept as a cross-check of ours).
         own_schedule: the YAML files carry their own input size, steps,
             batch and learning rate (``paper``); only data paths and the
             number of classes are overridden.
@@ -49,6 +51,7 @@ class Profile:
                              "configs/beach_enl.yaml")
     torch_backbone: str = "resnet50"
     figure_images: int = 3
+    garden_mode: str = "train_and_eval"
     own_schedule: bool = False
 
 
@@ -61,7 +64,7 @@ PROFILES = {
                     summary_interval=100),
     "tiny": Profile("tiny", image_size=64, num_train=8, num_val=4, train_steps=4,
                     batch_size=2, eval_batch_size=4, learning_rate=0.01, warmup_steps=1,
-                    summary_interval=2, figure_images=2),
+                    summary_interval=2, figure_images=2, garden_mode="train"),
     "paper": Profile("paper", image_size=1024, num_train=0, num_val=0, train_steps=90000,
                      batch_size=16, eval_batch_size=8, learning_rate=0.02, warmup_steps=500,
                      summary_interval=100,

@@ -166,7 +166,8 @@ class GardenRunner:
             if not path.exists():
                 raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
         run_config = self._run_config(data, seed, out)
-        flags = [f"--experiment={GARDEN_EXPERIMENTS[model]}", "--mode=train_and_eval",
+        flags = [f"--experiment={GARDEN_EXPERIMENTS[model]}",
+                 f"--mode={self.profile.garden_mode}",
                  f"--model_dir={out / 'model'}"]
         flags += [f"--config_file={path}" for path in (*config_files, run_config)]
         total = None if self.profile.own_schedule else self.profile.train_steps
