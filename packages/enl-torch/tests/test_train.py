@@ -253,6 +253,7 @@ def test_losses_are_finite_and_fall_when_overfitting_two_images(overfit_run):
     output, _ = overfit_run
     log = read_log(output / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["lr"] == 0.005 for r in log)  # no warm-up, no milestones
     names = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
              "loss_rpn_box_reg"}
     for record in log:

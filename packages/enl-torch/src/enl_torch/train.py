@@ -283,13 +283,14 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
     batches = rank_micro_batches(train_set, plan, context.rank, step, args.workers)
     while step < args.steps:
         started = time.time()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         losses = train_step(network, optimizer, scheduler, next(batches), args.seed, step,
                             context.device, args.clip_grad_norm)
         step += 1
         losses = all_reduce_mean(losses, context)
         if step % args.log_every == 0 or step == args.steps:
             record = {"step": step, "epoch": plan.epoch_of(step - 1),
-                      "lr": optimizer.param_groups[0]["lr"], **losses,
+                      "lr": lr, **losses,
                       "seconds": round(time.time() - started, 3)}
             writer.line("log.jsonl", record)
             if context.is_main:
