@@ -101,15 +101,22 @@ class Worker:
         return (f"\n--- {self.name} stderr ({self.log_path}), last lines ---\n"
                 + "\n".join(text) + (f"\n--- stdout ---\n{stdout}" if stdout else ""))
 
-    def close(self) -> None:
+    def quit(self) -> None:
+        """Asks the worker to exit (it finishes the job in hand first)."""
         if self.process.poll() is None:
             try:
                 self.process.stdin.write(json.dumps({"type": "quit", "id": "quit"}) + "\n")
                 self.process.stdin.flush()
-                self.process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()  # only this worker, which the pool started
-                self.process.wait()
+            except OSError:
+                pass  # already gone; close() reaps it
+
+    def close(self) -> None:
+        self.quit()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # only this worker, which the pool started
+            self.process.wait()
         self._log.close()
 
 
@@ -154,5 +161,7 @@ class WorkerPool:
         return "\n".join(lines)
 
     def close(self) -> None:
+        for worker in self.workers.values():
+            worker.quit()
         for worker in self.workers.values():
             worker.close()

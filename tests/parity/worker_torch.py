@@ -32,14 +32,17 @@ class TorchAdapter(parity_worker.Adapter):
     def setup(self):
         global torch, enl_torch
         import torch
-
-        # Before anything imports tensorflow (enl_torch.convert's readers of
-        # Keras / TF files do, when called): torchvision after tensorflow segfaults.
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 - before tensorflow: the other order segfaults
 
         import enl_torch
         import enl_torch.convert  # noqa: F401
+
         torch.set_num_threads(1)
+        # enl_torch.convert reads TF checkpoints and .keras files with
+        # tensorflow / keras, imported when first called; importing them here
+        # overlaps their seconds with the other workers' start-up.
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
 
     def _construct(self, spec, weights):
         layer_name, kwargs = parity_worker.block_arguments(spec, weights)
