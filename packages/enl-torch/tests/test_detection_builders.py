@@ -194,3 +194,33 @@ def test_readme_example(readme_example, capsys):
     printed = capsys.readouterr().out
     assert "{2: 'Identity', 3: 'ENL', 4: 'ENL', 5: 'ENL'}" in printed
     assert "'masks': (" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("head", sorted(BUILDERS))
+def test_every_builder_trains_a_step_and_predicts(head, backbone, variant):
+    """Every paper row, really built: one SGD step (finite losses, gradients on
+    every trainable parameter that the step reaches) and an eval forward."""
+    builder, _ = BUILDERS[head]
+    torch.manual_seed(0)
+    model = builder(backbone_name=backbone, variant=variant, num_classes=3, **SMALL)
+    image = torch.rand(3, 64, 64)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 16:40, 20:44] = 1
+    target = {"boxes": torch.tensor([[20.0, 16.0, 44.0, 40.0]]), "labels": torch.tensor([2])}
+    if head == "mask":
+        target["masks"] = masks
+    losses = model([image], [target])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    added = [p for n, p in model.named_parameters()
+             if "top_down_blocks" in n or "non_local" in n]
+    # theta, phi, g, out: a weight and a bias each, per block.
+    assert len(added) == 8 * {"baseline": 0, "1nl_bu": 1, "3enl_td": 3, "3nl_td": 3}[variant]
+    assert all(p.grad is not None for p in added)
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model([image])
+    assert torch.isfinite(detections["boxes"]).all()
