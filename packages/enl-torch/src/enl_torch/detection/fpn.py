@@ -1,6 +1,6 @@
 """ENL-FPN: torchvision's FeaturePyramidNetwork with blocks on the top-down stream.
 
-The paper's coarse-to-fine placement (Levi & Ullman 2019, Sec. 3.3; ENL-SPEC
+The paper's coarse-to-fine placement (Levi & Ullman 2019, Fig. 1, Sec. 4.1; ENL-SPEC
 "Coarse-to-fine placement"): the top-down stream computes ``P5 = lat(C5)``,
 then ``P_l = lat(C_l) + upsample(P_{l+1})``. A block is applied to the merged
 top-down feature of each chosen level *before* it is upsampled into the next
@@ -97,7 +97,7 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
     """FPN whose top-down stream applies ENL (or NL) blocks, coarse to fine.
 
     Levi & Ullman, "Efficient Coarse-to-Fine Non-Local Module for the Detection
-    of Small Objects", BMVC 2019, Sec. 3.3 and Fig. 1.
+    of Small Objects", BMVC 2019, Fig. 1 and Sec. 4.1 (three blocks along the top-down stream).
 
     Args:
         in_channels_list: channels of each input map, finest first (torchvision's).
