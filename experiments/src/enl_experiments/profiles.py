@@ -28,7 +28,10 @@ class Profile:
         garden_configs: ``(common, baseline, enl)`` YAML files under
             ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
             ``None`` entries are skipped.
-        torch_backbone: backbone of the torch mirror.
+        torch_backbone: backbone of the torch mirror (it has ResNet-50 and up).
+        torch_learning_rate: its SGD peak rate (torchvision's R50 from scratch
+            is less tolerant of the Model Garden profile's rate).
+        torch_sizes: its (min_size, max_size); None means image_size for both.
         figure_images: validation images drawn with their detections.
         garden_mode: Model Garden's ``--mode``; ``train_and_eval`` also runs
             its own COCO evaluation at the end (kept as a cross-check of ours).
@@ -50,6 +53,8 @@ class Profile:
     garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
                              "configs/beach_enl.yaml")
     torch_backbone: str = "resnet50"
+    torch_learning_rate: float = 0.02
+    torch_sizes: tuple | None = None
     figure_images: int = 3
     garden_mode: str = "train_and_eval"
     own_schedule: bool = False
@@ -70,6 +75,7 @@ PROFILES = {
                      summary_interval=100,
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
                                      "garden/maskrcnn_r50_enl.yaml"),
+                     torch_sizes=(800, 1333),
                      own_schedule=True),
 }
 

@@ -193,11 +193,11 @@ class TorchRunner:
 
     def _args(self, model: str, data: DataPaths, seed: int, out: Path) -> list[str]:
         profile = self.profile
-        size = str(profile.image_size)
+        min_size, max_size = profile.torch_sizes or (profile.image_size, profile.image_size)
         return ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
                 "--model", "maskrcnn_enl_resnet_fpn", "--backbone", profile.torch_backbone,
-                "--variant", TORCH_VARIANTS[model], "--min-size", size, "--max-size", size,
-                "--seed", str(seed)]
+                "--variant", TORCH_VARIANTS[model], "--min-size", str(min_size),
+                "--max-size", str(max_size), "--seed", str(seed)]
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:
@@ -206,7 +206,7 @@ class TorchRunner:
         steps = profile.train_steps
         command = [sys.executable, "-m", "enl_torch.train", *self._args(model, data, seed, out),
                    "--batch-size", str(profile.batch_size), "--steps", str(steps),
-                   "--lr", str(profile.learning_rate / 2),
+                   "--lr", str(profile.torch_learning_rate),
                    "--warmup-steps", str(min(profile.warmup_steps, steps)),
                    "--log-every", str(min(profile.summary_interval, steps)),
                    "--checkpoint-every", str(steps), "--no-eval", "--clip-grad-norm", "10"]
