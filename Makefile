@@ -8,11 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 # Frameworks never share a pytest process: importing torchvision after
 # tensorflow segfaults, and Keras picks its backend once per process.
-PYTEST := $(PY) -m pytest -m "not slow" -p no:cacheprovider
+MARK ?= not slow
+# pytest exits 5 when it collects nothing: that fails the default suite (CI must
+# never pass on nothing); only `make test-slow` allows a suite without slow tests.
+pytest = $(PY) -m pytest -m "$(MARK)" -p no:cacheprovider $(1) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(ALLOW_EMPTY)" ] || exit $$rc; }
 export HYPOTHESIS_PROFILE ?= ci
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-SUITES := test-core test-keras test-keras-torch
+SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection
 
 .PHONY: help setup test test-long test-slow lint $(SUITES)
 
@@ -34,17 +37,25 @@ test: setup ## Run the whole default suite (each framework in its own process); 
 test-long: ## The default suite with the long Hypothesis profile.
 	@$(MAKE) --no-print-directory test HYPOTHESIS_PROFILE=dev
 
-test-slow: setup ## Only the tests marked slow (large N, detector training); minutes to an hour.
-	$(PY) -m pytest -m slow -p no:cacheprovider tests/core
+test-slow: setup ## Only the tests marked slow (every detector variant trained a step, inductor, ...); about an hour.
+	@$(MAKE) --no-print-directory -k $(SUITES) MARK=slow ALLOW_EMPTY=1
 
 test-core: setup ## enl-core reference and its property tests (NumPy only).
-	$(PYTEST) tests/core
+	$(call pytest,tests/core)
 
 test-keras: setup ## enl-keras Keras 3 layers and tf_keras twins, TensorFlow backend.
-	KERAS_BACKEND=tensorflow $(PYTEST) packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden
+	KERAS_BACKEND=tensorflow $(call pytest,packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden)
 
 test-keras-torch: setup ## enl-keras Keras 3 layers on the torch backend (own process).
-	KERAS_BACKEND=torch $(PYTEST) packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden
+	KERAS_BACKEND=torch $(call pytest,packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden)
+
+TORCH_DETECTION_TESTS := $(addprefix packages/enl-torch/tests/,test_detection_fpn.py test_detection_builders.py test_train.py)
+
+test-torch: setup ## enl-torch blocks: parity, gradcheck, compile/TorchScript/ONNX, autocast, convert.
+	$(call pytest,packages/enl-torch/tests $(addprefix --ignore=,$(TORCH_DETECTION_TESTS)))
+
+test-torch-detection: setup ## enl-torch ENL-FPN Faster/Mask R-CNN builders and the train CLI (DDP, resume).
+	$(call pytest,$(TORCH_DETECTION_TESTS))
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
