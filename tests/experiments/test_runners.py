@@ -1,0 +1,81 @@
+"""The framework adapters' plumbing: child processes, run configs, arguments (no framework)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import pytest
+import yaml
+
+from enl_experiments import profiles, runners
+from enl_experiments.dataset import generate_dataset
+from enl_experiments.main import _data_paths
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("beach")
+    generate_dataset(root, num_train=2, num_val=3, image_size=64, seed=0)
+    return _data_paths(root, root / "tfrecords")
+
+
+def test_run_logged_tees_output_and_tracks_steps(tmp_path):
+    script = "import sys\nfor s in (1, 2, 3): print(f'train | step: {s} |', flush=True)"
+    runners.run_logged([sys.executable, "-c", script], tmp_path / "log.txt", "demo", total=3,
+                       step_pattern=r"train \| step: (\d+)")
+    log = (tmp_path / "log.txt").read_text()
+    assert "train | step: 3 |" in log and log.startswith("$ ")
+
+
+def test_run_logged_failure_names_the_step_and_shows_the_tail(tmp_path):
+    script = "print('the real cause'); raise SystemExit(3)"
+    with pytest.raises(runners.StepFailed, match=r"demo failed \(exit code 3\)") as error:
+        runners.run_logged([sys.executable, "-c", script], tmp_path / "log.txt", "demo")
+    assert "the real cause" in str(error.value) and str(tmp_path / "log.txt") in str(error.value)
+
+
+def test_data_paths_counts_the_background(data):
+    assert data.num_classes == 4  # person, ball, swimmer + background
+
+
+def test_garden_run_config_carries_the_profile_budget(tmp_path, data):
+    profile = profiles.get_profile("tiny")
+    runner = runners.get_runner("garden", profile)
+    config = yaml.safe_load(runner._run_config(data, seed=7, out=tmp_path).read_text())
+    assert config["task"]["model"] == {"num_classes": 4, "input_size": [64, 64, 3]}
+    assert config["task"]["train_data"]["seed"] == 7
+    assert config["task"]["train_data"]["global_batch_size"] == profile.batch_size
+    assert config["trainer"]["train_steps"] == profile.train_steps
+    assert config["trainer"]["validation_steps"] == 1  # 3 images, batch 4
+    cosine = config["trainer"]["optimizer_config"]["learning_rate"]["cosine"]
+    assert cosine["decay_steps"] == profile.train_steps
+    own = dataclasses.replace(profile, own_schedule=True)
+    config = yaml.safe_load(runners.GardenRunner(own)._run_config(data, 0, tmp_path).read_text())
+    assert "trainer" not in config and config["task"]["model"] == {"num_classes": 4}
+
+
+def test_every_profile_names_config_files_that_exist():
+    for profile in profiles.PROFILES.values():
+        for name in profile.garden_configs:
+            assert name is None or (runners.EXPERIMENTS_DIR / name).is_file(), name
+
+
+def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
+    profile = profiles.get_profile("paper")
+    args = runners.TorchRunner(profile)._args("enl", data, 3, tmp_path)
+    assert args[args.index("--variant") + 1] == "3enl_td"
+    assert args[args.index("--min-size") + 1] == "800"
+    assert args[args.index("--seed") + 1] == "3"
+    # torch is imported here only; this test module never imports TensorFlow.
+    from enl_torch.train import build_parser
+
+    parsed = build_parser().parse_args(args)
+    assert (parsed.variant, parsed.min_size, parsed.max_size) == ("3enl_td", 800, 1333)
+
+
+def test_unknown_framework_and_profile_are_named():
+    with pytest.raises(ValueError, match="framework"):
+        runners.get_runner("jax", profiles.get_profile("tiny"))
+    with pytest.raises(ValueError, match="profile"):
+        profiles.get_profile("huge")
