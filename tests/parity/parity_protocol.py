@@ -14,7 +14,12 @@ only ``.npz`` files in a temporary directory, and one JSON line per job:
 * a **result file** holds ``z`` (channels-last), ``grad.<name>`` (the full
   gradient of the loss w.r.t. ``x`` and every weight, interchange layout) or
   ``fd.<name>`` (the reference's K directional derivatives), or ``error``
-  (a traceback) when the implementation failed on that case.
+  (a traceback) when the implementation failed on that case;
+* a top-down stream case holds, per pyramid level l, the lateral feature
+  ``lat.<l>``, the cotangent ``r.<l>`` and the weights ``w.<l>.<name>`` of
+  its block; its results ``p.<l>`` and ``grad.lat.<l>`` / ``grad.<l>.<name>``;
+* a weight-interchange hop reads an ``.npz`` (or a native file) and writes
+  the framework's native file, the ``.npz`` it exports and the outputs.
 
 This module is imported by the driver and by every worker, so it uses NumPy
 and enl_core only.
