@@ -121,3 +121,65 @@ def built_experiments(coco_tfrecords):
         return cache[name]
 
     return get
+
+
+# ---------------------------------------------------------------- background
+# Two tests run Model Garden in a process of their own (the train entry, and
+# MirroredStrategy, whose logical devices must be set before TensorFlow
+# starts). Their modules define ``background_command(coco, tiny_overrides,
+# workdir)``; the processes start with the session's first garden test and run
+# beside the in-process tests, and those tests run last and wait for them.
+
+
+class BackgroundJob:
+    """A command running in its own process, its output kept in ``workdir``."""
+
+    def __init__(self, command, workdir):
+        import subprocess
+
+        self.workdir = workdir
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        self._stdout = open(workdir / "stdout.txt", "w")  # noqa: SIM115 (closed in wait)
+        self._stderr = open(workdir / "stderr.txt", "w")  # noqa: SIM115
+        self._process = subprocess.Popen(command, stdout=self._stdout, stderr=self._stderr,
+                                         env=env)
+
+    def wait(self, timeout: float = 900):
+        """Waits for the process; returns ``(returncode, stderr tail)``."""
+        try:
+            returncode = self._process.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return returncode, (self.workdir / "stderr.txt").read_text()[-6000:]
+
+    def stop(self):
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._stdout.close()
+        self._stderr.close()
+
+
+def _runs_in_background(item) -> bool:
+    return hasattr(getattr(item, "module", None), "background_command")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # Stable sort: background tests last, everything else in its usual order.
+    items.sort(key=_runs_in_background)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_jobs(request, tmp_path_factory):
+    """``{module name: BackgroundJob}`` for the selected background tests."""
+    modules = {item.module for item in request.session.items if _runs_in_background(item)}
+    jobs = {}
+    if modules:
+        coco = request.getfixturevalue("coco_tfrecords")
+        for module in sorted(modules, key=lambda m: m.__name__):
+            workdir = tmp_path_factory.mktemp(module.__name__.rsplit(".", 1)[-1])
+            jobs[module.__name__] = BackgroundJob(
+                module.background_command(coco, tiny_overrides, workdir), workdir)
+    yield jobs
+    for job in jobs.values():
+        job.stop()

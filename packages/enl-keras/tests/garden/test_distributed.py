@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -23,14 +22,18 @@ EXPERIMENT = "maskrcnn_resnetfpn_enl_coco"
 SCRIPT = os.path.join(os.path.dirname(__file__), "mirrored_step.py")
 
 
-def test_mirrored_step_equals_single_device_step(coco_tfrecords, tiny_overrides, tmp_path):
-    overrides = tiny_overrides(EXPERIMENT, coco_tfrecords)
+def background_command(coco, tiny_overrides, workdir):
+    """The command, started with the session (see conftest, "background")."""
+    overrides = tiny_overrides(EXPERIMENT, coco)
     overrides["task"]["model"]["norm_activation"]["use_sync_bn"] = True
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, SCRIPT, EXPERIMENT, json.dumps(overrides),
-                             str(tmp_path)], capture_output=True, text=True, timeout=900,
-                            env=env)
-    assert result.returncode == 0, result.stderr[-6000:]
+    return [sys.executable, SCRIPT, EXPERIMENT, json.dumps(overrides), str(workdir)]
+
+
+def test_mirrored_step_equals_single_device_step(background_jobs):
+    job = background_jobs[__name__]
+    returncode, stderr = job.wait()
+    assert returncode == 0, stderr
+    tmp_path = job.workdir
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["num_replicas"] == 2 and report["use_sync_bn"]

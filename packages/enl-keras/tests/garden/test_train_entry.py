@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -36,21 +35,24 @@ def _scalars(event_dir):
     return values
 
 
-def test_train_and_eval_writes_checkpoints_and_coco_metrics(coco_tfrecords, tiny_overrides,
-                                                            tmp_path):
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(tiny_overrides(EXPERIMENT, coco_tfrecords)))
+def background_command(coco, tiny_overrides, workdir):
+    """The command, started with the session (see conftest, "background")."""
+    config_file = workdir / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_overrides(EXPERIMENT, coco)))
     trainer = {"trainer": {"train_steps": 2, "steps_per_loop": 1, "summary_interval": 1,
                            "checkpoint_interval": 2, "validation_interval": 2,
                            "validation_steps": 1}}
-    model_dir = tmp_path / "model"
-    command = [sys.executable, "-m", "enl_keras.garden.train", f"--experiment={EXPERIMENT}",
-               f"--config_file={config_file}", f"--params_override={json.dumps(trainer)}",
-               "--mode=train_and_eval", f"--model_dir={model_dir}",
-               "--enable_async_checkpointing=false"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stderr[-6000:]
+    return [sys.executable, "-m", "enl_keras.garden.train", f"--experiment={EXPERIMENT}",
+            f"--config_file={config_file}", f"--params_override={json.dumps(trainer)}",
+            "--mode=train_and_eval", f"--model_dir={workdir / 'model'}",
+            "--enable_async_checkpointing=false"]
+
+
+def test_train_and_eval_writes_checkpoints_and_coco_metrics(background_jobs):
+    job = background_jobs[__name__]
+    returncode, stderr = job.wait()
+    assert returncode == 0, stderr
+    model_dir = job.workdir / "model"
 
     params = yaml.safe_load((model_dir / "params.yaml").read_text())
     assert params["task"]["model"]["decoder"]["type"] == "enl_fpn"
