@@ -79,3 +79,12 @@ def test_profiled_grid_is_n_16384_or_the_largest_below():
     assert profile_side((32, 64, 128, 256)) == 128
     assert profile_side((32, 64)) == 64
     assert profile_side((192, 256)) == 192
+
+
+def test_entries_the_targets_need_ignore_the_time_limit():
+    slow = _case("nl_embedded_gaussian", 128, "forward_backward")
+    assert cases.classify(slow, LIMIT, None, 1e9, 3.0).status == "skipped"
+    assert cases.classify(slow, LIMIT, None, 1e9, 3.0, always_run_n=16384).status == "run"
+    # Memory still rules.
+    huge = _case("nl_embedded_gaussian", 256)
+    assert cases.classify(huge, LIMIT, None, 1e9, 3.0, always_run_n=65536).status == "infeasible"

@@ -97,7 +97,8 @@ def predicted_peak_bytes(implementation: str, side: int, config: BenchConfig, mo
 
 
 def classify(case: Case, limit_bytes: int, available_bytes: int | None,
-             throughput_flops: float | None, max_call_s: float) -> Case:
+             throughput_flops: float | None, max_call_s: float,
+             always_run_n: int = 0) -> Case:
     """Decides whether a case runs, from its predictions; returns it with a status.
 
     Args:
@@ -106,6 +107,8 @@ def classify(case: Case, limit_bytes: int, available_bytes: int | None,
         throughput_flops: measured matmul FLOP/s used to predict the call time
             (None: no time prediction).
         max_call_s: a predicted single call slower than this is "skipped".
+        always_run_n: cases with N up to this ignore ``max_call_s`` (the targets
+            compare ENL with NL and attention there, so they must run).
     """
     if case.predicted_bytes > limit_bytes:
         return dataclasses.replace(
@@ -117,7 +120,7 @@ def classify(case: Case, limit_bytes: int, available_bytes: int | None,
             case, status="skipped",
             reason=f"needs ~{case.predicted_bytes / GIB:.1f} GiB, only "
                    f"{available_bytes / GIB:.1f} GiB free now")
-    if throughput_flops:
+    if throughput_flops and case.n > always_run_n:
         seconds = 2 * case.macs / throughput_flops
         if seconds > max_call_s:
             return dataclasses.replace(

@@ -58,7 +58,10 @@ class BenchConfig:
         entry_budget_s: target timed seconds per entry; sets the repeat count.
         min_repeats / max_repeats: bounds on timed calls per entry.
         max_call_s: an entry whose predicted single call is slower is not run
-            ("skipped", with the prediction) to keep the run within budget.
+            ("skipped", with the prediction) to keep the run within budget...
+        always_run_n: ...unless its N is at most this: the targets compare ENL
+            with NL and attention at N = 16,384, so those entries always run
+            (when they fit in memory).
         memory_limit_gib: memory of the device being modelled; an entry whose
             predicted peak exceeds it is "infeasible" (issue 7: 24 GiB).
         keras_xla: also time ENL under ``tf.function(jit_compile=True)``.
@@ -80,6 +83,7 @@ class BenchConfig:
     min_repeats: int = 3
     max_repeats: int = 15
     max_call_s: float = 3.0
+    always_run_n: int = 16384
     memory_limit_gib: float = 24.0
     keras_xla: bool = True
     torch_compile: bool = False

@@ -112,7 +112,8 @@ def run_section(backend, config: BenchConfig, log=print) -> dict:
                                            reason="failed at a smaller N")
             else:
                 case = cases_lib.classify(case, limit, backend.free_bytes(),
-                                          sgemm["peak"]["gflops"] * 1e9, config.max_call_s)
+                                          sgemm["peak"]["gflops"] * 1e9, config.max_call_s,
+                                          config.always_run_n)
             entry = run_case(backend, case, config)
             if implementation == "enl" and "sgemm_paired" in entry:
                 sgemm["by_side"].setdefault(str(case.side), {})[case.mode] = entry["sgemm_paired"]
