@@ -88,3 +88,17 @@ def test_entries_the_targets_need_ignore_the_time_limit():
     # Memory still rules.
     huge = _case("nl_embedded_gaussian", 256)
     assert cases.classify(huge, LIMIT, None, 1e9, 3.0, always_run_n=65536).status == "infeasible"
+
+
+def test_time_prediction_scales_a_measured_smaller_n():
+    case = _case("sdpa", 128, "forward_backward", flash=True)
+    smaller = _case("sdpa", 64, "forward_backward", flash=True)
+    # 4x the positions: 16x the MACs of attention; 2 s at N = 4096 -> 32 s.
+    seconds, basis = cases.predicted_seconds(case, 1e12, (smaller.macs, 2.0))
+    assert seconds == pytest.approx(32.0) and "smaller N" in basis
+    judged = cases.classify(case, LIMIT, None, 1e12, 3.0, always_run_n=16384,
+                            measured=(smaller.macs, 2.0), hard_max_call_s=30.0)
+    assert judged.status == "skipped" and "32 s" in judged.reason
+    quick = cases.classify(case, LIMIT, None, 1e12, 3.0, always_run_n=16384,
+                           measured=(smaller.macs, 0.5), hard_max_call_s=30.0)
+    assert quick.status == "run"

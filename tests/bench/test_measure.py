@@ -60,3 +60,11 @@ def test_contention_reports_fields():
 def test_machine_info():
     info = measure.machine_info()
     assert info["logical_cores"] >= 1 and info["memory_bytes"] > 0
+
+
+def test_median_time_without_warmup_times_min_repeats():
+    calls = []
+    timing = measure.median_time(lambda: calls.append(1), lambda: None, warmup_s=0.0,
+                                 budget_s=100.0, min_repeats=3, max_repeats=3,
+                                 min_warmup_calls=0)
+    assert timing["warmup_calls"] == 0 and len(calls) == 3 == len(timing["times_s"])

@@ -82,3 +82,12 @@ def test_all_targets_lists_sections_that_did_not_run():
     assert any(n.startswith("[keras]") for n in names)
     assert any(n.startswith("[detectors]") for n in names)
     assert {t.status for t in found if not t.name.startswith("[torch]")} == {"not measured"}
+
+
+def test_speedup_with_a_competitor_that_did_not_run_is_not_measured():
+    section = scaling_section(competitor_factor=40)
+    for entry in section["entries"]:
+        if entry["implementation"] == "sdpa" and entry["n"] == 16384:
+            entry.update(status="skipped", reason="predicted 300 s per call")
+    target = _by_name(targets.scaling_targets("torch", section), "fwd speed-up")[0]
+    assert target.status == "not measured" and "300 s" in target.measured

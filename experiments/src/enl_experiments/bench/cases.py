@@ -98,7 +98,8 @@ def predicted_peak_bytes(implementation: str, side: int, config: BenchConfig, mo
 
 def classify(case: Case, limit_bytes: int, available_bytes: int | None,
              throughput_flops: float | None, max_call_s: float,
-             always_run_n: int = 0) -> Case:
+             always_run_n: int = 0, measured: tuple[int, float] | None = None,
+             hard_max_call_s: float = float("inf")) -> Case:
     """Decides whether a case runs, from its predictions; returns it with a status.
 
     Args:
@@ -108,7 +109,11 @@ def classify(case: Case, limit_bytes: int, available_bytes: int | None,
             (None: no time prediction).
         max_call_s: a predicted single call slower than this is "skipped".
         always_run_n: cases with N up to this ignore ``max_call_s`` (the targets
-            compare ENL with NL and attention there, so they must run).
+            compare ENL with NL and attention there, so they must run)...
+        measured: ``(macs, seconds)`` of the same implementation and mode at a
+            smaller N, when one ran: the time prediction is then the larger of
+            the sgemm-rate one and this one scaled by the MAC ratio.
+        hard_max_call_s: ...but never one predicted slower than this.
     """
     if case.predicted_bytes > limit_bytes:
         return dataclasses.replace(
@@ -120,14 +125,27 @@ def classify(case: Case, limit_bytes: int, available_bytes: int | None,
             case, status="skipped",
             reason=f"needs ~{case.predicted_bytes / GIB:.1f} GiB, only "
                    f"{available_bytes / GIB:.1f} GiB free now")
-    if throughput_flops and case.n > always_run_n:
-        seconds = 2 * case.macs / throughput_flops
-        if seconds > max_call_s:
-            return dataclasses.replace(
-                case, status="skipped",
-                reason=f"predicted {seconds:.0f} s per call at the measured sgemm rate "
-                       f"> max_call_s = {max_call_s:g} s")
+    seconds, basis = predicted_seconds(case, throughput_flops, measured)
+    limit_s = hard_max_call_s if case.n <= always_run_n else max_call_s
+    if seconds is not None and seconds > limit_s:
+        return dataclasses.replace(
+            case, status="skipped",
+            reason=f"predicted {seconds:.0f} s per call ({basis}) > {limit_s:g} s")
     return case
+
+
+def predicted_seconds(case: Case, throughput_flops: float | None,
+                      measured: tuple[int, float] | None) -> tuple[float | None, str]:
+    """Seconds one call of ``case`` should take, and what the guess rests on."""
+    guesses = []
+    if throughput_flops:
+        guesses.append((2 * case.macs / throughput_flops, "at the measured sgemm rate"))
+    if measured:
+        macs, seconds = measured
+        guesses.append((seconds * case.macs / macs, "scaled from a smaller N by MACs"))
+    if not guesses:
+        return None, ""
+    return max(guesses)
 
 
 def build_cases(framework: str, implementations, config: BenchConfig,

@@ -61,7 +61,8 @@ class BenchConfig:
             ("skipped", with the prediction) to keep the run within budget...
         always_run_n: ...unless its N is at most this: the targets compare ENL
             with NL and attention at N = 16,384, so those entries always run
-            (when they fit in memory).
+            (when they fit in memory), unless predicted slower than
+            ``hard_max_call_s`` per call (CPU SDPA's backward can be).
         memory_limit_gib: memory of the device being modelled; an entry whose
             predicted peak exceeds it is "infeasible" (issue 7: 24 GiB).
         keras_xla: also time ENL under ``tf.function(jit_compile=True)``.
@@ -84,6 +85,7 @@ class BenchConfig:
     max_repeats: int = 15
     max_call_s: float = 3.0
     always_run_n: int = 16384
+    hard_max_call_s: float = 30.0
     memory_limit_gib: float = 24.0
     keras_xla: bool = True
     torch_compile: bool = False
@@ -103,7 +105,8 @@ class BenchConfig:
         if self.max_repeats < self.min_repeats:
             raise ValueError(f"`max_repeats` ({self.max_repeats}) must be >= `min_repeats` "
                              f"({self.min_repeats})")
-        for name in ("warmup_s", "entry_budget_s", "max_call_s", "memory_limit_gib"):
+        for name in ("warmup_s", "entry_budget_s", "max_call_s", "hard_max_call_s",
+                     "memory_limit_gib"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive number, received {value!r}")

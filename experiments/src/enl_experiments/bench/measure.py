@@ -94,18 +94,20 @@ def repeats_for(seconds_per_call: float, budget_s: float, min_repeats: int,
 
 def median_time(call: Callable[[], object], sync: Callable[[], None], warmup_s: float,
                 budget_s: float, min_repeats: int, max_repeats: int,
-                timer: Callable[[], float] = time.perf_counter) -> dict:
+                timer: Callable[[], float] = time.perf_counter,
+                min_warmup_calls: int = 1) -> dict:
     """Median seconds of ``call`` after warm-up.
 
-    Warm-up runs at least one call (it compiles, allocates, fills caches) and
-    keeps going for ``warmup_s``; the last warm-up time sets how many timed
-    calls fit in ``budget_s``.
+    Warm-up runs at least ``min_warmup_calls`` calls (one by default: it
+    compiles, allocates, fills caches) and keeps going for ``warmup_s``; the
+    last warm-up time sets how many timed calls fit in ``budget_s`` (with no
+    warm-up call, ``min_repeats`` calls are timed).
 
     Returns:
         ``{"median_s", "min_s", "max_s", "times_s", "warmup_calls"}``.
     """
-    warmup_calls, started, last = 0, timer(), 0.0
-    while warmup_calls == 0 or timer() - started < warmup_s:
+    warmup_calls, started, last = 0, timer(), float("inf")
+    while warmup_calls < min_warmup_calls or timer() - started < warmup_s:
         begin = timer()
         result = call()
         sync()
