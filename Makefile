@@ -15,7 +15,7 @@ pytest = $(PY) -m pytest -m "$(MARK)" -p no:cacheprovider $(1) || { rc=$$?; [ $$
 export HYPOTHESIS_PROFILE ?= ci
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection
+SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden
 
 .PHONY: help setup test test-long test-slow lint $(SUITES)
 
@@ -56,6 +56,9 @@ test-torch: setup ## enl-torch blocks: parity, gradcheck, compile/TorchScript/ON
 
 test-torch-detection: setup ## enl-torch ENL-FPN Faster/Mask R-CNN builders and the train CLI (DDP, resume).
 	$(call pytest,$(TORCH_DETECTION_TESTS))
+
+test-garden: setup ## Model Garden ENL-FPN: decoder, NL backbone, experiments, train entry, mirrored step.
+	KERAS_BACKEND=tensorflow $(call pytest,packages/enl-keras/tests/garden)
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
