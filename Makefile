@@ -15,12 +15,13 @@ pytest = $(PY) -m pytest -m "$(MARK)" -p no:cacheprovider $(1) || { rc=$$?; [ $$
 export HYPOTHESIS_PROFILE ?= ci
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden
+SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden \
+	test-parity test-experiments test-bench
 
 .PHONY: help setup test test-long test-slow lint $(SUITES)
 
 help: ## List the targets with a one-line description.
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
 setup: $(STAMP) ## Create .venv with all three packages (editable) and pinned deps; quick when done.
 
@@ -59,6 +60,15 @@ test-torch-detection: setup ## enl-torch ENL-FPN Faster/Mask R-CNN builders and 
 
 test-garden: setup ## Model Garden ENL-FPN: decoder, NL backbone, experiments, train entry, mirrored step.
 	KERAS_BACKEND=tensorflow $(call pytest,packages/enl-keras/tests/garden)
+
+test-parity: setup ## Cross-framework parity: every implementation in its own worker process.
+	$(call pytest,tests/parity)
+
+test-experiments: setup ## The embedded dataset, the main job's logic and a tiny end-to-end run.
+	$(call pytest,tests/experiments)
+
+test-bench: setup ## The benchmark's own logic (report, fitting, targets); not timings.
+	$(call pytest,tests/bench)
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
