@@ -18,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden \
 	test-parity test-experiments test-bench
 
-.PHONY: help setup test test-long test-slow lint $(SUITES)
+.PHONY: help setup test test-long test-slow lint experiment bench $(SUITES)
 
 help: ## List the targets with a one-line description.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -69,6 +69,17 @@ test-experiments: setup ## The embedded dataset, the main job's logic and a tiny
 
 test-bench: setup ## The benchmark's own logic (report, fitting, targets); not timings.
 	$(call pytest,tests/bench)
+
+PROFILE ?=
+SEEDS ?= 1
+FRAMEWORK ?= garden
+COCO_DIR ?=
+experiment: setup ## The main job: baseline vs +3ENL TD on the embedded data (PROFILE, SEEDS, FRAMEWORK, COCO_DIR).
+	$(PY) -m enl_experiments.main --profile "$(PROFILE)" --seeds $(SEEDS) --framework $(FRAMEWORK) $(if $(COCO_DIR),--coco-dir "$(COCO_DIR)")
+
+BENCH_QUICK ?=
+bench: setup ## Benchmarks: Table 3 cost, block scaling, ENL vs sgemm; writes results/bench/ (BENCH_QUICK=1: smaller).
+	$(PY) -m enl_experiments.bench $(if $(BENCH_QUICK),--quick)
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
