@@ -68,3 +68,12 @@ def test_median_time_without_warmup_times_min_repeats():
                                  budget_s=100.0, min_repeats=3, max_repeats=3,
                                  min_warmup_calls=0)
     assert timing["warmup_calls"] == 0 and len(calls) == 3 == len(timing["times_s"])
+
+
+def test_interleaved_times_alternate_the_calls():
+    order = []
+    times = measure.interleaved_times([lambda: order.append("a"), lambda: order.append("b")],
+                                      lambda: None, warmup_s=0.0, budget_s=1.0,
+                                      min_repeats=3, max_repeats=3)
+    assert [len(t) for t in times] == [3, 3]
+    assert order == ["a", "b"] * 4  # one warm-up round, three timed rounds

@@ -191,3 +191,37 @@ class Contention:
                        "load_average_before": self.load,
                        "load_average_after": list(os.getloadavg())}
         return False
+
+
+def interleaved_times(calls: list[Callable[[], object]], sync: Callable[[], None],
+                      warmup_s: float, budget_s: float, min_repeats: int, max_repeats: int,
+                      timer: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+    """Times several calls in alternation: call 0, call 1, ..., call 0, call 1, ...
+
+    On a shared machine the load drifts; alternating puts each round of calls
+    under the same load, so per-round ratios (ENL over its sgemm reference)
+    are steadier than ratios of separately taken medians.
+
+    Returns:
+        one list of seconds per call, ``rounds`` long each.
+    """
+    def timed(call):
+        begin = timer()
+        result = call()
+        sync()
+        elapsed = timer() - begin
+        del result
+        return elapsed
+
+    started, rounds_done, last = timer(), 0, 0.0
+    while rounds_done == 0 or timer() - started < warmup_s:
+        last = sum(timed(call) for call in calls)
+        rounds_done += 1
+        if last > warmup_s:
+            break
+    rounds = repeats_for(last, budget_s, min_repeats, max_repeats)
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for index, call in enumerate(calls):
+            times[index].append(timed(call))
+    return times

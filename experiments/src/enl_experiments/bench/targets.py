@@ -47,13 +47,16 @@ def _status(ok: bool) -> str:
 def efficiency(entry: dict, sgemm: dict) -> float | None:
     """Achieved GFLOP/s of an entry over the same-run ENL-shaped sgemm GFLOP/s at its N.
 
-    The reference is the sgemm chain timed right before the entry
-    (``sgemm_paired``) when there is one, else the section's table.
+    The reference is the sgemm chain timed in alternation with the entry
+    (``sgemm_paired``: the median over rounds of each round's ratio) when
+    there is one, else the section's table.
     """
     reference = entry.get("sgemm_paired") or sgemm.get("by_side", {}).get(
         str(entry["side"]), {}).get(entry["mode"])
     if entry.get("status") != "ok" or not reference:
         return None
+    if "efficiency_median_of_rounds" in reference:
+        return reference["efficiency_median_of_rounds"]
     return entry["gflops"] / reference["gflops"]
 
 
