@@ -52,33 +52,62 @@ def _randomize_blocks(decoder, seed=1):
             weight.assign(rng.normal(0.0, 0.05, size=weight.shape).astype(np.float32))
 
 
+def _block_norms(decoder):
+    """The norm layers in front of the blocks (``block_input_norm=True``), by level."""
+    block = decoder.get_config()["block"]
+    return {level: decoder.get_layer(f"{block}_norm_{level}") for level in decoder.blocks}
+
+
+def _randomize_block_norms(decoder, seed=2):
+    # Away from BN's initial near-identity, so a missing norm would show.
+    rng = np.random.default_rng(seed)
+    for norm in _block_norms(decoder).values():
+        gamma, beta, mean, variance = norm.weights
+        for weight, value in ((gamma, rng.uniform(0.5, 2.0, size=gamma.shape)),
+                              (beta, rng.normal(size=beta.shape)),
+                              (mean, rng.normal(size=mean.shape)),
+                              (variance, rng.uniform(0.5, 4.0, size=variance.shape))):
+            weight.assign(value.astype(np.float32))
+
+
 def _upsample(x):
     return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def _expected(decoder, features, levels):
-    """The coarse-to-fine ENL-FPN written out layer by layer (ENL-SPEC placement)."""
+def _expected(decoder, features, levels, block_input_norm=False):
+    """The coarse-to-fine ENL-FPN written out layer by layer (ENL-SPEC placement;
+    with ``block_input_norm`` the branch sees the normalised feature)."""
     get = decoder.get_layer
     blocks = decoder.blocks
+    norms = _block_norms(decoder) if block_input_norm else {}
     top_down = {}
     for level in (5, 4, 3, 2):
         merged = get(f"lateral_{level}")(features[str(level)])
         if level < 5:
             merged = merged + _upsample(top_down[level + 1])
-        top_down[level] = blocks[level](merged) if level in levels else merged
+        if level in norms:
+            normed = norms[level](merged, training=False)
+            top_down[level] = merged + (blocks[level](normed) - normed)
+        else:
+            top_down[level] = blocks[level](merged) if level in levels else merged
     outputs = {level: get(f"post_hoc_{level}")(top_down[level]) for level in (2, 3, 4, 5)}
     outputs[6] = get("coarser_6")(outputs[5])
     return {str(level): get(f"norm_{level}")(value, training=False)
             for level, value in outputs.items()}
 
 
-@pytest.mark.parametrize("block,levels", [("enl", (5, 4, 3)), ("nl", (4, 3)), ("enl", (4, 3, 2))])
-def test_blocks_sit_on_the_merged_top_down_feature(block, levels):
-    decoder = _enl_fpn(levels=levels, block=block, dct_size=(3, 3))
+@pytest.mark.parametrize("block,levels,block_input_norm", [
+    ("enl", (5, 4, 3), False), ("nl", (4, 3), False), ("enl", (4, 3, 2), False),
+    ("enl", (5, 4, 3), True), ("nl", (4, 3), True)])
+def test_blocks_sit_on_the_merged_top_down_feature(block, levels, block_input_norm):
+    decoder = _enl_fpn(levels=levels, block=block, dct_size=(3, 3),
+                       block_input_norm=block_input_norm)
     _randomize_blocks(decoder)
+    if block_input_norm:
+        _randomize_block_norms(decoder)
     features = _features()
     actual = decoder(features, training=False)
-    expected = _expected(decoder, features, levels)
+    expected = _expected(decoder, features, levels, block_input_norm)
     assert sorted(actual) == ["2", "3", "4", "5", "6"]
     for level in expected:
         assert actual[level].shape[-1] == FILTERS
@@ -86,38 +115,54 @@ def test_blocks_sit_on_the_merged_top_down_feature(block, levels):
                      err_msg=f"level {level}")
 
 
-def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged():
-    enl_fpn, fpn = _enl_fpn(), _fpn()
-    block_weights = {id(w) for b in enl_fpn.blocks.values() for w in b.weights}
+@pytest.mark.parametrize("block_input_norm", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged(block_input_norm, training):
+    enl_fpn, fpn = _enl_fpn(block_input_norm=block_input_norm), _fpn()
+    if block_input_norm:
+        _randomize_block_norms(enl_fpn)  # z == x whatever the norm computes
+    norms = _block_norms(enl_fpn) if block_input_norm else {}
+    added = [*enl_fpn.blocks.values(), *norms.values()]
+    added_weights = {id(w) for layer in added for w in layer.weights}
     # Same layer names and creation order: FPN weights map one to one.
-    shared = [w for w in enl_fpn.weights if id(w) not in block_weights]
+    shared = [w for w in enl_fpn.weights if id(w) not in added_weights]
     assert [w.shape for w in shared] == [w.shape for w in fpn.weights]
     for target, source in zip(shared, fpn.weights, strict=True):
         target.assign(source)
     features = _features(seed=2)
-    actual, expected = enl_fpn(features), fpn(features)
+    actual, expected = enl_fpn(features, training=training), fpn(features, training=training)
     assert enl_fpn.output_specs.keys() == fpn.output_specs.keys()
     for level in expected:
         assert_close(actual[level].numpy(), expected[level].numpy(), "float32")
 
 
+@pytest.mark.parametrize("block_input_norm", [False, True])
 @pytest.mark.parametrize("block", ["enl", "nl"])
-def test_parameter_delta_is_the_cost_model(block):
+def test_parameter_delta_is_the_cost_model(block, block_input_norm):
     levels = (5, 4, 3)
-    delta = _enl_fpn(levels=levels, block=block).count_params() - _fpn().count_params()
-    assert delta == len(levels) * block_params(FILTERS)
+    fpn = _fpn()
+    decoder = _enl_fpn(levels=levels, block=block, block_input_norm=block_input_norm)
+    delta = decoder.count_params() - fpn.count_params()
+    # The optional input norm is the FPN's own norm layer, one per block.
+    norm = fpn.get_layer("norm_5").count_params() if block_input_norm else 0
+    assert delta == len(levels) * (block_params(FILTERS) + norm)
 
 
 def test_config_round_trip():
     from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
     decoder = _enl_fpn(levels=(4, 3), block="enl", inter_channels=8, dct_size=(5, 7),
-                       position_encoding=False)
+                       position_encoding=False, block_input_norm=True)
     config = decoder.get_config()
     assert config["levels"] == [4, 3] and config["dct_size"] == [5, 7]
     assert config["inter_channels"] == 8 and config["position_encoding"] is False
+    assert config["block_input_norm"] is True
+    assert _enl_fpn().get_config()["block_input_norm"] is False  # the paper's placement
     clone = ENLFPN.from_config(config)
     assert clone.get_config() == config
+    assert sorted(_block_norms(clone)) == [3, 4]
+    _randomize_blocks(decoder)
+    _randomize_block_norms(decoder)
     clone.set_weights(decoder.get_weights())
     features = _features(seed=3)
     for level, value in decoder(features).items():
@@ -165,6 +210,7 @@ def test_registered_builder_reads_the_config():
     assert isinstance(decoder, ENLFPN)
     assert sorted(decoder.blocks) == [3, 4]
     assert decoder.get_config()["block"] == "nl"
+    assert decoder.get_config()["block_input_norm"] is False
     # A YAML override is checked when the model is built, naming the field.
     model_config.override({"decoder": {"enl_fpn": {"levels": [7]}}})
     with pytest.raises(ValueError, match="levels"):
@@ -220,3 +266,30 @@ def test_xla_compiles_to_the_same_outputs():
     expected = decoder(features, training=False)
     for level in expected:
         assert_close(actual[level].numpy(), expected[level].numpy(), "float32")
+
+
+def test_block_input_norm_reaches_the_model_from_a_yaml_override(tmp_path):
+    """The main job's path: an experiment, then YAML files, then a params override."""
+    from official.core import exp_factory, task_factory
+    from official.modeling import hyperparams
+
+    from enl_keras.garden import registry_imports  # noqa: F401
+
+    config = exp_factory.get_exp_config("maskrcnn_resnetfpn_enl_coco")
+    yaml_file = tmp_path / "enl.yaml"
+    yaml_file.write_text("task:\n  model:\n    decoder:\n      enl_fpn:\n"
+                         "        block_input_norm: true\n")
+    config = hyperparams.override_params_dict(config, str(yaml_file), is_strict=True)
+    assert config.task.model.decoder.enl_fpn.block_input_norm is True
+    small = ("task.model.input_size=[128, 128, 3],task.init_checkpoint=null,"
+             "task.model.backbone.resnet.model_id=18,task.model.decoder.enl_fpn.num_filters=32,"
+             "task.model.decoder.enl_fpn.levels=[4, 3]")
+    config = hyperparams.override_params_dict(config, small, is_strict=True)
+    decoder = task_factory.get_task(config.task).build_model().decoder
+    assert decoder.get_config()["block_input_norm"] is True
+    assert sorted(_block_norms(decoder)) == [3, 4]
+    # A params override turns it off again: no norm layer in front of the blocks.
+    config = hyperparams.override_params_dict(
+        config, "task.model.decoder.enl_fpn.block_input_norm=false", is_strict=True)
+    decoder = task_factory.get_task(config.task).build_model().decoder
+    assert not any(layer.name.startswith("enl_norm_") for layer in decoder.layers)

@@ -13,6 +13,16 @@ for everything else (input pyramid, ``get_config`` / ``from_config``,
 the same layer names (``lateral_l``, ``post_hoc_l``, ``coarser_l``,
 ``norm_l``): an FPN checkpoint loads into an ENL-FPN, and with the blocks'
 zero-initialised output projection the two compute the same function.
+
+``block_input_norm`` (off by default, which is the paper's placement) puts a
+norm layer, the one the FPN uses on its outputs, in front of each block's
+branch: ``n = norm(x)``, ``z = x + (block(n) - n)``. ENL's dot-product
+affinity ``theta^T (phi g) / N`` is cubic in its input and nothing
+normalises the merged top-down feature, so when the stack is trained from
+scratch each block amplifies what the coarser block passed down until it
+overflows. The block's own residual ``n + branch(n)`` is swapped for
+``x + branch(n)``: the un-normalised stream still flows on, and with the
+zero-initialised output projection ``z == x`` at initialisation.
 """
 
 from __future__ import annotations
@@ -65,6 +75,10 @@ class ENLFPN(fpn.FPN):
         inter_channels: C' of each block; None means C // 2.
         dct_size: (kH, kW) of ENL's position term; default (9, 9).
         position_encoding: ENL's relative-position term; default True.
+        block_input_norm: feed each block's branch a normalised input
+            (``x + block(norm(x)) - norm(x)``, norm = the FPN's batch norm
+            with ``use_sync_bn`` / ``norm_momentum`` / ``norm_epsilon``);
+            default False (the paper's placement). See the module docstring.
 
     Raises:
         ValueError: naming `levels`, `block`, `dct_size` or `inter_channels`.
@@ -99,6 +113,7 @@ class ENLFPN(fpn.FPN):
         inter_channels: int | None = None,
         dct_size: Sequence[int] | int = (9, 9),
         position_encoding: bool = True,
+        block_input_norm: bool = False,
         **kwargs):
         block = check_block(block)
         dct_size = check_dct_size(dct_size)
@@ -125,6 +140,7 @@ class ENLFPN(fpn.FPN):
             "inter_channels": inter_channels,
             "dct_size": dct_size,
             "position_encoding": bool(position_encoding),
+            "block_input_norm": bool(block_input_norm),
         }
         conv2d = (tf_keras.layers.SeparableConv2D if use_separable_conv
                   else tf_keras.layers.Conv2D)
@@ -145,10 +161,24 @@ class ENLFPN(fpn.FPN):
         blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
                   for level in levels}
 
+        def norm_layer(name):
+            return tf_keras.layers.BatchNormalization(
+                axis=bn_axis, momentum=norm_momentum, epsilon=norm_epsilon,
+                synchronized=use_sync_bn, name=name)
+
+        block_norms = ({level: norm_layer(f"{block}_norm_{level}") for level in levels}
+                       if block_input_norm else {})
+
         def apply_block(level, feature):
             if level not in blocks:
                 return feature
-            output = blocks[level](feature)
+            if level in block_norms:
+                # Only the branch sees the normalised feature (see module docstring).
+                normed = block_norms[level](feature)
+                branch = blocks[level](normed) - normed
+                output = feature + branch
+            else:
+                output = blocks[level](feature)
             regularize_kernels(blocks[level], kernel_regularizer)  # built by the call
             return output
 
@@ -186,9 +216,7 @@ class ENLFPN(fpn.FPN):
                                        name=f"coarser_{level}", **conv_args)(feats_in)
 
         for level in range(min_level, max_level + 1):
-            feats[str(level)] = tf_keras.layers.BatchNormalization(
-                axis=bn_axis, momentum=norm_momentum, epsilon=norm_epsilon,
-                synchronized=use_sync_bn, name=f"norm_{level}")(feats[str(level)])
+            feats[str(level)] = norm_layer(f"norm_{level}")(feats[str(level)])
 
         self._output_specs = {str(level): feats[str(level)].get_shape()
                               for level in range(min_level, max_level + 1)}
@@ -244,4 +272,5 @@ def build_enl_fpn_decoder(
         block=decoder_cfg.block,
         inter_channels=decoder_cfg.inter_channels,
         dct_size=decoder_cfg.dct_size,
-        position_encoding=decoder_cfg.position_encoding)
+        position_encoding=decoder_cfg.position_encoding,
+        block_input_norm=decoder_cfg.block_input_norm)
