@@ -77,9 +77,8 @@ COCO_DIR ?=
 experiment: setup ## The main job: baseline vs +3ENL TD on the embedded data (PROFILE, SEEDS, FRAMEWORK, COCO_DIR).
 	$(PY) -m enl_experiments.main --profile "$(PROFILE)" --seeds $(SEEDS) --framework $(FRAMEWORK) $(if $(COCO_DIR),--coco-dir "$(COCO_DIR)")
 
-BENCH_QUICK ?=
 bench: setup ## Benchmarks: Table 3 cost, block scaling, ENL vs sgemm; writes results/bench/ (BENCH_QUICK=1: smaller).
-	$(PY) -m enl_experiments.bench $(if $(BENCH_QUICK),--quick)
+	$(PY) -m enl_experiments.bench
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .
