@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     results["meta"] = {"command": "python -m enl_experiments.bench " + " ".join(
         argv if argv is not None else sys.argv[1:]), "started": _now(),
         "machine": measure.machine_info(), "config": config.to_json()}
-    if os.environ.get("BENCH_QUICK"):
+    if config.quick and not args.quick:
         results["meta"]["command"] = "BENCH_QUICK=1 " + results["meta"]["command"]
     runner.log(f"[bench] {results['meta']['started']} config {config.to_json()}")
     failed = False
