@@ -57,6 +57,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from enl_core.validation import non_negative_int
+
 CATEGORIES = (
     {"id": 1, "name": "person", "supercategory": "person"},
     {"id": 2, "name": "ball", "supercategory": "sports"},
@@ -350,15 +352,6 @@ def _image_size(image_size) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a non-negative integer, received {value!r} "
-                        f"of type {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer, received {value!r}")
-    return int(value)
-
-
 def _write_split(root: Path, subset: str, num_images: int, height: int, width: int,
                  seed: int, split: str, image_format: str, progress: bool) -> Path:
     image_dir = root / f"{subset}2017"
@@ -421,10 +414,10 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
     Example:
         >>> paths = generate_dataset("/tmp/beach", num_train=8, num_val=4, image_size=128)
     """
-    num_train = _count("num_train", num_train)
-    num_val = _count("num_val", num_val)
+    num_train = non_negative_int("num_train", num_train)
+    num_val = non_negative_int("num_val", num_val)
     height, width = _image_size(image_size)
-    seed = _count("seed", seed)
+    seed = non_negative_int("seed", seed)
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
     if image_format not in IMAGE_FORMATS:

@@ -18,7 +18,12 @@ import dataclasses
 import math
 
 from enl_core.params import default_inter_channels
-from enl_core.validation import DEFAULT_DCT_SIZE, clamp_dct_size, positive_int
+from enl_core.validation import (
+    DEFAULT_DCT_SIZE,
+    clamp_dct_size,
+    normalize_dct_size,
+    positive_int,
+)
 
 BLOCK_KINDS = ("enl", "nl_dot_product", "nl_embedded_gaussian")
 
@@ -54,7 +59,6 @@ def block_params(channels: int, inter_channels: int | None = None, use_bias: boo
         "inter_channels", inter_channels)
     count = 4 * channels * inter + (3 * inter + channels if use_bias else 0)
     if learnable_dct_weights:
-        from enl_core.validation import normalize_dct_size
         k_h, k_w = normalize_dct_size(DEFAULT_DCT_SIZE if dct_size is None else dct_size)
         count += k_h * k_w
     return count

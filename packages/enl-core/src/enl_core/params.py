@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from enl_core.validation import normalize_dct_weights, positive_int
+from enl_core.validation import normalize_dct_size, normalize_dct_weights, positive_int
 
 PROJECTIONS = ("theta", "phi", "g", "out")
 WEIGHT_NAMES = tuple(f"{p}.{k}" for p in PROJECTIONS for k in ("kernel", "bias"))
@@ -144,7 +144,6 @@ def init_params(channels: int, inter_channels: int | None = None, *, seed=0,
     dct = None
     if dct_size is not None and dct_weights is not None:
         if isinstance(dct_weights, str) and dct_weights == "random":
-            from enl_core.validation import normalize_dct_size
             dct = rng.uniform(0.5, 1.5, size=normalize_dct_size(dct_size))
         else:
             dct = normalize_dct_weights(dct_weights, dct_size)

@@ -15,11 +15,22 @@ DEFAULT_DCT_SIZE = (9, 9)
 
 def positive_int(name: str, value) -> int:
     """Returns ``value`` as an int, or raises if it is not an integer >= 1."""
+    return bounded_int(name, value, minimum=1)
+
+
+def non_negative_int(name: str, value) -> int:
+    """Returns ``value`` as an int, or raises if it is not an integer >= 0."""
+    return bounded_int(name, value, minimum=0)
+
+
+def bounded_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; the message names ``name`` and the value."""
+    kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a positive integer, received {value!r} "
+        raise TypeError(f"`{name}` must be a {kind} integer, received {value!r} "
                         f"of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, received {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be a {kind} integer, received {value!r}")
     return int(value)
 
 
