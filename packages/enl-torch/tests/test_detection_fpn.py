@@ -8,6 +8,7 @@ the identity (zero-initialised ``out``).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import pytest
@@ -20,6 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 import enl_torch
 from enl_core.testing import assert_close
 from enl_torch.detection import ENLFeaturePyramidNetwork, block_factory
+from enl_torch.detection.fpn import NormalizedInputBlock
 
 IN_CHANNELS = [8, 16, 32, 64]  # C2..C5
 OUT_CHANNELS = 16
@@ -149,6 +151,8 @@ def test_scriptable_and_same_output():
     ({"levels": (2, 3, 4)}, ValueError, "`levels` must give one level per input"),
     ({"levels": (5, 4, 3, 2)}, ValueError, "`levels` must be ordered finest first"),
     ({"block_kwargs": {"dct_size": 0}}, ValueError, "dct_size"),
+    ({"block_input_norm": 1}, TypeError, "`block_input_norm` must be a bool, received 1"),
+    ({"block_input_norm": "yes"}, TypeError, "`block_input_norm` must be a bool"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -161,3 +165,125 @@ def test_wrong_number_of_inputs_raises():
     del x["0"]
     with pytest.raises(ValueError, match="expects 4 feature maps"):
         fpn(x)
+
+
+# --- block_input_norm: x + (block(n) - n), n = norm(x) ----------------------------
+
+def _batch_norm_by_hand(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """BatchNorm2d written out: batch statistics (biased variance) in training,
+    running statistics in eval."""
+    if norm.training:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    else:
+        mean = norm.running_mean.view(1, -1, 1, 1)
+        var = norm.running_var.view(1, -1, 1, 1)
+    scale = norm.weight.view(1, -1, 1, 1) / torch.sqrt(var + norm.eps)
+    return (x - mean) * scale + norm.bias.view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_block_input_norm_feeds_only_the_branch_a_normalised_input(training):
+    """Each level computes x + (ENL(n) - n), n = BN(x), from the FPN's merged feature."""
+    fpn = make_fpn(block_input_norm=True, block_kwargs={"zero_init": False})
+    with torch.no_grad():  # non-trivial norm parameters and running statistics
+        for module in fpn.top_down_blocks:
+            if isinstance(module, NormalizedInputBlock):
+                module.norm.weight.uniform_(0.5, 1.5)
+                module.norm.bias.uniform_(-0.5, 0.5)
+                module.norm.running_mean.uniform_(-0.5, 0.5)
+                module.norm.running_var.uniform_(0.5, 2.0)
+    fpn.train(training)
+    x = torch.randn(2, OUT_CHANNELS, 8, 10, dtype=torch.float64)
+    for level, module in zip(LEVELS, fpn.top_down_blocks, strict=True):
+        if level not in (5, 4, 3):
+            assert isinstance(module, nn.Identity)
+            continue
+        assert isinstance(module, NormalizedInputBlock)
+        assert isinstance(module.block, enl_torch.ENL) and isinstance(module.norm, nn.BatchNorm2d)
+        normed = _batch_norm_by_hand(x, module.norm)
+        with torch.no_grad():
+            expected = x + (module.block(normed) - normed)
+            actual = module(x)
+        assert_close(actual, expected, "float64")
+        assert not torch.allclose(actual, module.block(x).detach())  # the norm matters
+    # The whole pyramid is the coarse-to-fine recursion with these wrapped blocks.
+    inputs = features(seed=7)
+    with torch.no_grad():
+        for a, e in zip(fpn(inputs).values(), expected_fpn(fpn, inputs), strict=True):
+            assert_close(a, e, "float64")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_block_input_norm_at_init_equals_torchvision_fpn(training):
+    """Zero-initialised ``out``: block(n) - n == 0 exactly, so the pyramid is
+    torchvision's in training mode (batch statistics) and in eval mode."""
+    fpn = make_fpn(block_input_norm=True)
+    plain = FeaturePyramidNetwork(IN_CHANNELS, OUT_CHANNELS, LastLevelMaxPool()).double()
+    result = fpn.load_state_dict(plain.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert result.missing_keys and all(k.startswith("top_down_blocks.")
+                                       for k in result.missing_keys)
+    fpn.train(training)
+    plain.train(training)
+    x = features(seed=8)
+    with torch.no_grad():
+        for a, e in zip(fpn(x).values(), plain(x).values(), strict=True):
+            assert torch.equal(a, e)
+
+
+def test_block_input_norm_state_dict_keys():
+    """Blocks move one level down (``.block.``) beside their norm (``.norm.``)."""
+    keys = set(make_fpn(block_input_norm=True).state_dict())
+    plain_keys = set(make_fpn().state_dict())
+    for index in (1, 2, 3):  # levels 3, 4, 5
+        assert f"top_down_blocks.{index}.block.theta.weight" in keys
+        assert f"top_down_blocks.{index}.theta.weight" not in keys
+        assert f"top_down_blocks.{index}.theta.weight" in plain_keys
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            assert f"top_down_blocks.{index}.norm.{name}" in keys
+    assert not any(k.startswith("top_down_blocks.0.") for k in keys)
+
+
+def test_block_input_norm_gradients_reach_the_block_and_its_norm():
+    # Zero-initialised: the out projection is what learns first.
+    fpn = make_fpn(block_input_norm=True)
+    sum(v.sum() for v in fpn(features(seed=9)).values()).backward()
+    for index in (1, 2, 3):
+        grad = fpn.top_down_blocks[index].block.out.weight.grad
+        assert grad is not None and torch.count_nonzero(grad) > 0, index
+    # Trained blocks: every parameter of the block and of its norm gets a gradient.
+    fpn = make_fpn(block_input_norm=True, block_kwargs={"zero_init": False})
+    sum((v ** 2).sum() for v in fpn(features(seed=9)).values()).backward()
+    for index in (1, 2, 3):
+        wrapped = fpn.top_down_blocks[index]
+        for name, p in wrapped.named_parameters():
+            assert p.grad is not None and torch.count_nonzero(p.grad) > 0, (index, name)
+
+
+def test_block_input_norm_uses_the_fpn_norm_layer():
+    group_norm = functools.partial(nn.GroupNorm, 4)
+    fpn = make_fpn(norm_layer=group_norm, block_input_norm=True, block="nl")
+    wrapped = [m for m in fpn.top_down_blocks if isinstance(m, NormalizedInputBlock)]
+    assert len(wrapped) == 3
+    for module in wrapped:
+        assert isinstance(module.norm, nn.GroupNorm)
+        assert (module.norm.num_groups, module.norm.num_channels) == (4, OUT_CHANNELS)
+        assert isinstance(module.block, enl_torch.NonLocal)
+    assert "block_input_norm=True" in repr(fpn)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("training", [True, False])
+def test_block_input_norm_scriptable_and_same_output(training):
+    fpn = make_fpn(block_input_norm=True, block_kwargs={"zero_init": False}).train(training)
+    x = features(seed=10)
+    scripted = torch.jit.script(fpn)
+    with torch.no_grad():
+        for a, e in zip(scripted(x).values(), fpn(x).values(), strict=True):
+            assert_close(a, e, "float64")
+
+
+def test_normalized_input_block_rejects_non_modules():
+    with pytest.raises(TypeError, match="`norm` must be an nn.Module"):
+        NormalizedInputBlock(nn.Identity(), "batch")

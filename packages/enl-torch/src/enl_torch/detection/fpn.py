@@ -16,6 +16,17 @@ Everything else (lateral and output convolutions, their initialisation, the
 torchvision's, inherited: a torchvision FPN checkpoint loads into this module
 with only the blocks' keys missing, and with the default zero-initialised
 blocks the output equals torchvision's exactly.
+
+``block_input_norm`` (off by default, which is the paper's placement) mirrors
+the Model Garden decoder's option of the same name
+(``enl_keras.garden.modeling.decoders.enl_fpn``): each block's branch sees a
+normalised input, ``n = norm(x)``, ``z = x + (block(n) - n)``
+(:class:`NormalizedInputBlock`). ENL's dot-product affinity is cubic in its
+input and nothing normalises the merged top-down feature, so a chain of blocks
+trained from scratch can amplify what the coarser block passes down until it
+diverges; the norm bounds each block's input while the un-normalised stream
+still flows on. With the zero-initialised ``out`` projection ``z == x``
+exactly at initialisation, in training and in eval mode.
 """
 
 from __future__ import annotations
@@ -79,6 +90,43 @@ def block_factory(block: str | BlockFactory, block_kwargs: Mapping[str, Any] | N
     return block
 
 
+class NormalizedInputBlock(nn.Module):
+    """``x + (block(n) - n)`` with ``n = norm(x)``: a block whose branch sees a normalised input.
+
+    The block's own residual ``n + branch(n)`` is swapped for ``x + branch(n)``,
+    so only the branch sees the normalised feature and a block that is the
+    identity (zero-initialised ``out``) leaves ``x`` unchanged exactly. The
+    Keras twin is ``apply_block`` of ``enl_keras.garden``'s ``ENLFPN`` with
+    ``block_input_norm=True``.
+
+    Args:
+        block: a residual NCHW block (``enl_torch.ENL`` / ``NonLocal`` or any
+            module that keeps the shape and includes its residual).
+        norm: the norm applied to the block's input (e.g. ``nn.BatchNorm2d(C)``).
+
+    Attributes:
+        block, norm: the two children (``state_dict`` keys ``block.<block key>``
+            and ``norm.<norm key>``).
+
+    Example::
+
+        wrapped = NormalizedInputBlock(enl_torch.ENL(64), nn.BatchNorm2d(64))
+        y = wrapped(torch.randn(2, 64, 16, 16))   # == x at init (zero-initialised out)
+    """
+
+    def __init__(self, block: nn.Module, norm: nn.Module) -> None:
+        super().__init__()
+        for name, module in (("block", block), ("norm", norm)):
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"`{name}` must be an nn.Module, received {module!r}")
+        self.block = block
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        normed = self.norm(x)
+        return x + (self.block(normed) - normed)
+
+
 def _levels(name: str, value, allow_empty: bool) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"`{name}` must be a sequence of ints, received {value!r}")
@@ -110,11 +158,19 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
             does not matter: the stream always runs coarse to fine.
         block: ``"enl"``, ``"nl"`` or a factory ``(channels) -> nn.Module``.
         block_kwargs: keyword arguments for a named block.
+        block_input_norm: wrap each block in :class:`NormalizedInputBlock`
+            (``x + block(norm(x)) - norm(x)``), the norm being
+            ``norm_layer(out_channels)`` when ``norm_layer`` is given, else
+            ``nn.BatchNorm2d(out_channels)``, one per block level. Default False
+            (the paper's placement); see the module docstring.
 
     Attributes:
         top_down_blocks: ``nn.ModuleList`` aligned with the inputs; ``nn.Identity``
             where a level has no block (``state_dict`` keys
-            ``top_down_blocks.<input index>.<block key>``).
+            ``top_down_blocks.<input index>.<block key>``; with
+            ``block_input_norm`` the block sits one level deeper,
+            ``top_down_blocks.<input index>.block.<block key>``, beside
+            ``top_down_blocks.<input index>.norm.<norm key>``).
 
     Raises:
         ValueError / TypeError: naming the argument, e.g. a block level that is
@@ -138,7 +194,11 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
         block: str | BlockFactory = "enl",
         block_kwargs: Mapping[str, Any] | None = None,
+        block_input_norm: bool = False,
     ) -> None:
+        if not isinstance(block_input_norm, bool):
+            raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
+                            f"of type {type(block_input_norm).__name__}")
         super().__init__(in_channels_list, out_channels, extra_blocks, norm_layer)
         num_inputs = len(in_channels_list)
         levels = tuple(range(2, 2 + num_inputs)) if levels is None else _levels(
@@ -157,9 +217,17 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         make_block = block_factory(block, block_kwargs)
         self.levels = levels
         self.block_levels = tuple(sorted(block_levels, reverse=True))
-        self.top_down_blocks = nn.ModuleList(
-            make_block(out_channels) if level in block_levels else nn.Identity()
-            for level in levels)
+        self.block_input_norm = block_input_norm
+        make_norm = norm_layer if norm_layer is not None else nn.BatchNorm2d
+
+        def placed(level: int) -> nn.Module:
+            if level not in block_levels:
+                return nn.Identity()
+            if block_input_norm:
+                return NormalizedInputBlock(make_block(out_channels), make_norm(out_channels))
+            return make_block(out_channels)
+
+        self.top_down_blocks = nn.ModuleList(placed(level) for level in levels)
 
     def get_result_from_top_down_blocks(self, x: Tensor, idx: int) -> Tensor:
         """``self.top_down_blocks[idx](x)``, written like torchvision's
@@ -206,4 +274,5 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         return OrderedDict([(names[i], results[i]) for i in range(len(results))])
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, block_levels={self.block_levels}"
+        return (f"levels={self.levels}, block_levels={self.block_levels}, "
+                f"block_input_norm={self.block_input_norm}")
