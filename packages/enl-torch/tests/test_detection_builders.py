@@ -20,6 +20,7 @@ from enl_torch.detection import (
     fasterrcnn_enl_resnet_fpn,
     maskrcnn_enl_resnet_fpn,
 )
+from enl_torch.detection.fpn import NormalizedInputBlock
 
 BUILDERS = {"faster": (fasterrcnn_enl_resnet_fpn, FasterRCNN),
             "mask": (maskrcnn_enl_resnet_fpn, MaskRCNN)}
@@ -28,13 +29,18 @@ SMALL = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 50,
          "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 10}
 # ENL-SPEC "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
 FPN_CHANNELS = 256
-RES4_CHANNELS = 1024
-EXPECTED_DELTA = {
-    "baseline": 0,
-    "1nl_bu": block_params(RES4_CHANNELS),
-    "3enl_td": 3 * block_params(FPN_CHANNELS),
-    "3nl_td": 3 * block_params(FPN_CHANNELS),
-}
+# res4 (layer3) output: 4 x 256 with Bottleneck, 256 with BasicBlock (R18 / R34).
+RES4_CHANNELS = {"resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024,
+                 "resnext101_32x8d": 1024}
+
+
+def expected_delta(backbone: str) -> dict[str, int]:
+    return {
+        "baseline": 0,
+        "1nl_bu": block_params(RES4_CHANNELS[backbone]),
+        "3enl_td": 3 * block_params(FPN_CHANNELS),
+        "3nl_td": 3 * block_params(FPN_CHANNELS),
+    }
 
 
 def count(model: nn.Module) -> int:
@@ -59,7 +65,8 @@ def meta_models():
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_variant_builds_with_the_predicted_parameter_delta(meta_models, head, backbone):
     baseline = count(meta_models[head, backbone, "baseline"])
-    for variant, delta in EXPECTED_DELTA.items():
+    assert set(RES4_CHANNELS) == set(BACKBONES)
+    for variant, delta in expected_delta(backbone).items():
         model = meta_models[head, backbone, variant]
         assert isinstance(model, BUILDERS[head][1])
         assert count(model) - baseline == delta, variant
@@ -78,7 +85,7 @@ def test_block_placement(meta_models, backbone):
         [name for name, _ in plain_stage[:-1]] + ["non_local", plain_stage[-1][0]])
     block = bottom_up.body.layer3.non_local
     assert isinstance(block, enl_torch.NonLocal)
-    assert (block.mode, block.in_channels) == ("embedded_gaussian", RES4_CHANNELS)
+    assert (block.mode, block.in_channels) == ("embedded_gaussian", RES4_CHANNELS[backbone])
     assert type(bottom_up.fpn) is FeaturePyramidNetwork
 
     for variant, kind in (("3enl_td", enl_torch.ENL), ("3nl_td", enl_torch.NonLocal)):
@@ -155,6 +162,92 @@ def test_plain_detector_weights_load_and_the_enl_detector_starts_as_it(tmp_path)
             assert all(torch.equal(a[k], e[k]) for k in e)
 
 
+@pytest.mark.parametrize("head", sorted(BUILDERS))
+def test_fpn_channels_and_block_input_norm_reach_the_detector(head):
+    """The main job's CPU detector: R18, 64 FPN channels, normalised block inputs."""
+    builder, _ = BUILDERS[head]
+    channels = 64
+    with torch.device("meta"):
+        models = {(variant, norm): builder(backbone_name="resnet18", variant=variant,
+                                           fpn_channels=channels, block_input_norm=norm,
+                                           num_classes=4)
+                  for variant in ("baseline", "3enl_td") for norm in (False, True)}
+    plain = models["baseline", False]
+    assert type(plain.backbone.fpn) is FeaturePyramidNetwork
+    assert plain.backbone.out_channels == channels
+    assert plain.backbone.fpn.layer_blocks[0][0].out_channels == channels
+    assert plain.rpn.head.conv[0][0].in_channels == channels
+    # No blocks, nothing to normalise: the baseline is the same with the option on.
+    assert count(models["baseline", True]) == count(plain)
+    fpn = models["3enl_td", True].backbone.fpn
+    assert fpn.block_input_norm and fpn.inner_blocks[0][0].out_channels == channels
+    wrapped = {level: m for level, m in zip(fpn.levels, fpn.top_down_blocks, strict=True)
+               if isinstance(m, NormalizedInputBlock)}
+    assert sorted(wrapped) == [3, 4, 5]
+    assert all(isinstance(m.block, enl_torch.ENL) and m.block.in_channels == channels
+               and isinstance(m.norm, nn.BatchNorm2d) and m.norm.num_features == channels
+               for m in wrapped.values())
+    # Three blocks, plus a norm (weight and bias) each.
+    assert count(models["3enl_td", False]) - count(plain) == 3 * block_params(channels)
+    assert count(models["3enl_td", True]) - count(plain) == 3 * (
+        block_params(channels) + 2 * channels)
+
+
+def test_plain_weights_load_into_block_input_norm_and_it_starts_as_the_plain_detector(tmp_path):
+    """A baseline checkpoint loads (the norms are new keys like the blocks'), and at
+    init x + (ENL(BN(x)) - BN(x)) == x: the same pyramid and detections."""
+    small = {**SMALL, "backbone_name": "resnet18", "fpn_channels": 64}
+    torch.manual_seed(0)
+    baseline = maskrcnn_enl_resnet_fpn(variant="baseline", num_classes=3, **small).eval()
+    path = tmp_path / "baseline.pt"
+    torch.save(baseline.state_dict(), path)
+    enl = maskrcnn_enl_resnet_fpn(variant="3enl_td", weights=str(path), block_input_norm=True,
+                                  **small).eval()
+    new_keys = set(enl.state_dict()) - set(baseline.state_dict())
+    assert any(".norm.running_var" in k for k in new_keys)
+    assert all(k.startswith("backbone.fpn.top_down_blocks.") for k in new_keys)
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, e in zip(enl.backbone(image).values(), baseline.backbone(image).values(),
+                        strict=True):
+            assert torch.equal(a, e)
+        for a, e in zip(enl([image[0]]), baseline([image[0]]), strict=True):
+            assert all(torch.equal(a[k], e[k]) for k in e)
+
+
+@pytest.mark.parametrize(("backbone", "variant", "norm"), [
+    ("resnet18", "3enl_td", True),
+    ("resnet34", "1nl_bu", False),
+])
+def test_basic_block_resnets_train_a_step_and_predict(backbone, variant, norm):
+    """BasicBlock backbones: one SGD step reaches the added blocks (and norms), eval runs."""
+    torch.manual_seed(0)
+    model = maskrcnn_enl_resnet_fpn(backbone_name=backbone, variant=variant, num_classes=3,
+                                    fpn_channels=64, block_input_norm=norm, **SMALL)
+    image = torch.rand(3, 64, 64)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 16:40, 20:44] = 1
+    target = {"boxes": torch.tensor([[20.0, 16.0, 44.0, 40.0]]), "labels": torch.tensor([2]),
+              "masks": masks}
+    # Two images (the second mirrored: columns 20..44 map onto themselves, same box).
+    flipped = {**target, "masks": masks.flip(-1)}
+    losses = model([image, image.flip(-1)], [target, flipped])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    added = {n: p for n, p in model.named_parameters()
+             if "top_down_blocks" in n or "non_local" in n}
+    per_block = 8 + (2 if norm else 0)  # theta, phi, g, out (+ the norm's weight, bias)
+    assert len(added) == per_block * (3 if variant == "3enl_td" else 1)
+    assert all(p.grad is not None for p in added.values())
+    assert torch.count_nonzero(next(p.grad for n, p in added.items()
+                                    if n.endswith("out.weight"))) > 0
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model([image])
+    assert torch.isfinite(detections["boxes"]).all()
+    assert detections["masks"].shape[-2:] == (64, 64)
+
+
 def test_backbone_weights_from_a_local_file(tmp_path):
     torch.manual_seed(1)
     imagenet = resnet50()
@@ -173,7 +266,10 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"variant": "2enl"}, ValueError, "`variant` must be one of"),
-    ({"backbone_name": "resnet18"}, ValueError, "`backbone_name` must be one of"),
+    ({"backbone_name": "resnet152"}, ValueError, "`backbone_name` must be one of"),
+    ({"fpn_channels": 0}, ValueError, "`fpn_channels` must be a positive int, received 0"),
+    ({"fpn_channels": 64.0}, ValueError, "`fpn_channels` must be a positive int"),
+    ({"block_input_norm": "yes"}, TypeError, "`block_input_norm` must be a bool"),
     ({"trainable_backbone_layers": 6}, ValueError, "`trainable_backbone_layers`"),
     ({"weights": "/nonexistent/detector.pt"}, FileNotFoundError, "`weights` file not found"),
     ({"weights_backbone": object()}, TypeError, "`weights_backbone` must be None, a path"),

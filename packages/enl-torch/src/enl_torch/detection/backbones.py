@@ -11,6 +11,14 @@ Two placements (Levi & Ullman 2019, Table 1 and 2):
 The bottom-up block is inserted into ``layer3`` under the name ``non_local``,
 so the residual blocks keep their torchvision names (``layer3.5.conv1...``)
 and an ImageNet ResNet checkpoint loads unchanged.
+
+Besides the paper's backbones (ResNet-50 and up, Bottleneck blocks), the
+table has torchvision's ResNet-18 / 34 (BasicBlock), so that a CPU-sized
+detector can match the Model Garden configs of the main job (ResNet-18, 64
+FPN channels; ``fpn_channels`` sets the FPN width). Garden's
+``depth_multiplier`` (a narrower ResNet) has no torchvision equivalent:
+torchvision's ResNet hard-codes its stage widths 64..512 and BasicBlock
+refuses ``width_per_group``, so it is not mirrored here.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from enl_torch.detection.fpn import (
     DEFAULT_BLOCK_LEVELS,
@@ -31,15 +39,18 @@ from enl_torch.detection.fpn import (
     block_factory,
 )
 
-# The paper's backbones (R50, R101, X101 rows) and their torchvision constructors.
+# The paper's backbones (R50, R101, X101 rows) and their torchvision constructors,
+# plus the BasicBlock ResNets for CPU-sized runs (the main job's garden configs use R18).
 BACKBONES = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
     "resnext101_32x8d": resnet.resnext101_32x8d,
 }
-BOTTOM_UP_STAGE = "layer3"  # res4: stride 16, 1024 channels
+BOTTOM_UP_STAGE = "layer3"  # res4: stride 16, 1024 channels (256 with BasicBlock)
 BOTTOM_UP_NAME = "non_local"
-FPN_OUT_CHANNELS = 256
+FPN_OUT_CHANNELS = 256  # torchvision's FPN width, the default of ``fpn_channels``
 
 
 def insert_before_last_block(stage: nn.Sequential, block: nn.Module,
@@ -82,12 +93,15 @@ def resnet_enl_fpn_backbone(
     fpn_block: None | str | BlockFactory = None,
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
+    block_input_norm: bool = False,
+    fpn_channels: int = FPN_OUT_CHANNELS,
     backbone_state_dict: Mapping[str, Any] | None = None,
 ) -> BackboneWithFPN:
     """ResNet-FPN backbone (torchvision's ``BackboneWithFPN``) with NL / ENL blocks.
 
     Args:
-        backbone_name: ``"resnet50"``, ``"resnet101"`` or ``"resnext101_32x8d"``.
+        backbone_name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``,
+            ``"resnet101"`` or ``"resnext101_32x8d"``.
         norm_layer: the backbone's norm (``FrozenBatchNorm2d`` for pretrained weights).
         trainable_layers: residual stages left trainable counting from ``layer4``
             (0-5, torchvision's meaning). Added blocks are always trainable.
@@ -98,17 +112,23 @@ def resnet_enl_fpn_backbone(
             factory, applied on the top-down stream at ``block_levels``.
         block_levels: FPN levels that get a block (C2..C5 are levels 2..5).
         block_kwargs: keyword arguments for a named ``fpn_block``.
+        block_input_norm: each FPN block's branch sees a batch-normalised input,
+            ``x + block(BN(x)) - BN(x)`` (see
+            :class:`~enl_torch.detection.fpn.ENLFeaturePyramidNetwork`); only
+            with an ``fpn_block`` (it changes nothing without one).
+        fpn_channels: FPN width (torchvision's is 256); the blocks run at it.
         backbone_state_dict: ImageNet weights of the plain ResNet (e.g. a
             torchvision ``resnet50`` checkpoint) loaded before the blocks are
             added; ``fc.*`` is ignored.
 
     Returns:
-        A ``BackboneWithFPN`` (``body``, ``fpn``, ``out_channels = 256``)
+        A ``BackboneWithFPN`` (``body``, ``fpn``, ``out_channels = fpn_channels``)
         returning ``"0".."3"`` (P2..P5) and ``"pool"`` (P6).
 
     Raises:
-        ValueError: unknown ``backbone_name``, bad ``trainable_layers``, or a
-            state dict that does not fit the ResNet.
+        ValueError: unknown ``backbone_name``, bad ``trainable_layers`` or
+            ``fpn_channels``, or a state dict that does not fit the ResNet.
+        TypeError: ``block_input_norm`` is not a bool.
     """
     if backbone_name not in BACKBONES:
         raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
@@ -117,6 +137,11 @@ def resnet_enl_fpn_backbone(
             0 <= trainable_layers <= 5):
         raise ValueError(f"`trainable_layers` must be an int in [0, 5], received "
                          f"{trainable_layers!r}")
+    if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
+        raise ValueError(f"`fpn_channels` must be a positive int, received {fpn_channels!r}")
+    if not isinstance(block_input_norm, bool):
+        raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
+                        f"of type {type(block_input_norm).__name__}")
     body = BACKBONES[backbone_name](weights=None, norm_layer=norm_layer)
     if backbone_state_dict is not None:
         _load_imagenet_weights(body, backbone_state_dict, backbone_name)
@@ -128,12 +153,18 @@ def resnet_enl_fpn_backbone(
         make_block = block_factory("nl", kwargs)
         setattr(backbone.body, BOTTOM_UP_STAGE,
                 insert_before_last_block(stage, make_block(stage_out_channels(stage))))
+    # torchvision's extractor always builds a 256-channel plain FPN; replace it
+    # when the width or the blocks differ (same inputs, same extra block).
+    in_channels_list = [inner[0].in_channels for inner in backbone.fpn.inner_blocks]
     if fpn_block is not None:
-        plain = backbone.fpn
         backbone.fpn = ENLFeaturePyramidNetwork(
-            [inner[0].in_channels for inner in plain.inner_blocks], FPN_OUT_CHANNELS,
-            extra_blocks=LastLevelMaxPool(), levels=(2, 3, 4, 5), block_levels=block_levels,
-            block=fpn_block, block_kwargs=block_kwargs)
+            in_channels_list, fpn_channels, extra_blocks=LastLevelMaxPool(), levels=(2, 3, 4, 5),
+            block_levels=block_levels, block=fpn_block, block_kwargs=block_kwargs,
+            block_input_norm=block_input_norm)
+    elif fpn_channels != FPN_OUT_CHANNELS:
+        backbone.fpn = FeaturePyramidNetwork(in_channels_list, fpn_channels,
+                                             extra_blocks=LastLevelMaxPool())
+    backbone.out_channels = fpn_channels
     return backbone
 
 

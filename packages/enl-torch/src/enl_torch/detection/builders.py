@@ -17,6 +17,13 @@ keyword arguments, ``**kwargs`` go to ``FasterRCNN`` / ``MaskRCNN``), with a
 
 Nothing is downloaded: ``weights`` / ``weights_backbone`` are None or local
 files (or state dicts).
+
+Two options beyond the paper, for the CPU-sized main job: ``fpn_channels``
+(the FPN width, torchvision's 256 by default) and ``block_input_norm`` (each FPN
+block's branch sees a batch-normalised input, mirroring the Model Garden
+decoder option of the same name; its norm keys
+``backbone.fpn.top_down_blocks.<i>.norm.*`` are new keys like the blocks', so a
+plain checkpoint still loads).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from enl_torch.detection.backbones import (
     BACKBONES,
     BOTTOM_UP_NAME,
     BOTTOM_UP_STAGE,
+    FPN_OUT_CHANNELS,
     resnet_enl_fpn_backbone,
 )
 from enl_torch.detection.fpn import DEFAULT_BLOCK_LEVELS
@@ -76,8 +84,11 @@ def _trainable_layers(value: int | None, pretrained: bool) -> int:
 def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
            num_classes: int | None, weights_backbone: WeightsLike,
            trainable_backbone_layers: int | None, block_levels: Sequence[int],
-           block_kwargs: Mapping[str, Any] | None, norm_layer: Callable[..., nn.Module] | None,
-           kwargs: dict[str, Any]):
+           block_kwargs: Mapping[str, Any] | None, block_input_norm: bool, fpn_channels: int,
+           norm_layer: Callable[..., nn.Module] | None, kwargs: dict[str, Any]):
+    if backbone_name not in BACKBONES:
+        raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
+                         f"received {backbone_name!r}")
     spec = _variant(variant)
     state = load_state_dict_file(weights, "weights")
     backbone_state = None if state is not None else load_state_dict_file(
@@ -99,7 +110,8 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
         backbone_name=backbone_name, norm_layer=norm_layer,
         trainable_layers=_trainable_layers(trainable_backbone_layers, pretrained),
         bottom_up_nonlocal=spec["bottom_up_nonlocal"], fpn_block=spec["fpn_block"],
-        block_levels=block_levels, block_kwargs=block_kwargs, backbone_state_dict=backbone_state)
+        block_levels=block_levels, block_kwargs=block_kwargs, block_input_norm=block_input_norm,
+        fpn_channels=fpn_channels, backbone_state_dict=backbone_state)
     model = model_cls(backbone, num_classes=num_classes, **kwargs)
     if state is not None:
         load_allowing_new_blocks(model, state, NEW_BLOCK_PREFIXES, "weights")
@@ -116,6 +128,8 @@ def fasterrcnn_enl_resnet_fpn(
     trainable_backbone_layers: int | None = None,
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
+    block_input_norm: bool = False,
+    fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
     **kwargs: Any,
 ) -> FasterRCNN:
@@ -125,7 +139,9 @@ def fasterrcnn_enl_resnet_fpn(
     of Small Objects", BMVC 2019, Sec. 4.
 
     Args:
-        backbone_name: ``"resnet50"``, ``"resnet101"`` or ``"resnext101_32x8d"``.
+        backbone_name: ``"resnet50"`` (default), ``"resnet101"``,
+            ``"resnext101_32x8d"`` (the paper's), or ``"resnet18"`` / ``"resnet34"``
+            (BasicBlock, for CPU-sized runs).
         variant: ``"baseline"``, ``"1nl_bu"``, ``"3enl_td"`` (default) or
             ``"3nl_td"`` (or the paper labels ``"+3ENL TD"`` ...).
         weights: the whole detector: a local ``torch.save`` file or a state dict
@@ -138,6 +154,11 @@ def fasterrcnn_enl_resnet_fpn(
             Unlike torchvision, honoured without pretrained weights too.
         block_levels: FPN levels with a block (TD variants); default (5, 4, 3).
         block_kwargs: keyword arguments for the FPN blocks (``ENL`` / ``NonLocal``).
+        block_input_norm: TD variants: each block's branch sees a batch-normalised
+            input, ``x + block(BN(x)) - BN(x)`` (Model Garden's ``block_input_norm``;
+            it kept +3ENL TD from diverging when trained from scratch). Default
+            False, the paper's placement; no effect on ``baseline`` / ``1nl_bu``.
+        fpn_channels: FPN width; default 256 (torchvision's).
         norm_layer: backbone norm; default ``FrozenBatchNorm2d`` with pretrained
             weights, else ``BatchNorm2d`` (torchvision's rule).
         **kwargs: passed to ``torchvision.models.detection.FasterRCNN`` (e.g.
@@ -155,14 +176,12 @@ def fasterrcnn_enl_resnet_fpn(
                                           min_size=256, max_size=256).eval()
         detections = model([torch.rand(3, 256, 256)])
     """
-    if backbone_name not in BACKBONES:
-        raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
-                         f"received {backbone_name!r}")
     return _build(FasterRCNN, backbone_name=backbone_name, variant=variant, weights=weights,
                   num_classes=num_classes, weights_backbone=weights_backbone,
                   trainable_backbone_layers=trainable_backbone_layers,
-                  block_levels=block_levels, block_kwargs=block_kwargs, norm_layer=norm_layer,
-                  kwargs=kwargs)
+                  block_levels=block_levels, block_kwargs=block_kwargs,
+                  block_input_norm=block_input_norm, fpn_channels=fpn_channels,
+                  norm_layer=norm_layer, kwargs=kwargs)
 
 
 def maskrcnn_enl_resnet_fpn(
@@ -175,6 +194,8 @@ def maskrcnn_enl_resnet_fpn(
     trainable_backbone_layers: int | None = None,
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
+    block_input_norm: bool = False,
+    fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
@@ -192,14 +213,12 @@ def maskrcnn_enl_resnet_fpn(
                                         min_size=256, max_size=256).eval()
         detections = model([torch.rand(3, 256, 256)])   # boxes, labels, scores, masks
     """
-    if backbone_name not in BACKBONES:
-        raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
-                         f"received {backbone_name!r}")
     return _build(MaskRCNN, backbone_name=backbone_name, variant=variant, weights=weights,
                   num_classes=num_classes, weights_backbone=weights_backbone,
                   trainable_backbone_layers=trainable_backbone_layers,
-                  block_levels=block_levels, block_kwargs=block_kwargs, norm_layer=norm_layer,
-                  kwargs=kwargs)
+                  block_levels=block_levels, block_kwargs=block_kwargs,
+                  block_input_norm=block_input_norm, fpn_channels=fpn_channels,
+                  norm_layer=norm_layer, kwargs=kwargs)
 
 
 MODEL_BUILDERS = {
