@@ -328,6 +328,40 @@ def test_resume_refuses_other_settings(overfit_run, tmp_path, capsys):
         capsys.readouterr().err)
 
 
+def test_model_flags_build_the_main_jobs_cpu_detector(data_dir, tmp_path):
+    """--backbone resnet18 --fpn-channels 64 --block-input-norm reach the builder."""
+    from enl_torch.detection.fpn import NormalizedInputBlock
+
+    base = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--backbone", "resnet18",
+            "--fpn-channels", "64"]
+    args = train.build_parser().parse_args([*base, "--block-input-norm"])
+    model = train.build_model(args, num_classes=4)
+    assert model.backbone.out_channels == 64
+    wrapped = [m for m in model.backbone.fpn.top_down_blocks
+               if isinstance(m, NormalizedInputBlock)]
+    assert len(wrapped) == 3 and all(m.block.in_channels == 64 for m in wrapped)
+    plain = train.build_model(train.build_parser().parse_args(base), num_classes=4)
+    assert not any(isinstance(m, NormalizedInputBlock) for m in plain.modules())
+    defaults = train.build_parser().parse_args(base[:4])
+    assert (defaults.block_input_norm, defaults.fpn_channels) == (False, 256)
+
+
+def test_resume_checks_the_new_model_flags(overfit_run, tmp_path, capsys):
+    output, args = overfit_run
+    saved = load_checkpoint(str(output / "checkpoints" / "step_0000002.pt"))["config"]
+    parsed = train.build_parser().parse_args(args)
+    # A checkpoint from before the flags existed was trained with their defaults.
+    older = {k: v for k, v in saved.items() if k not in ("block_input_norm", "fpn_channels")}
+    train._check_resumable(older, parsed, world_size=1)
+    with pytest.raises(ValueError, match=r"\['block_input_norm', 'fpn_channels'\]"):
+        train._check_resumable(older, train.build_parser().parse_args(
+            [*args, "--block-input-norm", "--fpn-channels", "64"]), world_size=1)
+    changed = [*args, "--output-dir", str(tmp_path), "--resume",
+               str(output / "checkpoints" / "step_0000002.pt"), "--block-input-norm"]
+    assert train.main(changed) == 2
+    assert "other settings: ['block_input_norm']" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input(data_dir, tmp_path, capsys):
     assert train.main(["--data-dir", str(tmp_path / "none"), "--output-dir",
                        str(tmp_path)]) == 2
@@ -335,6 +369,9 @@ def test_cli_reports_bad_input(data_dir, tmp_path, capsys):
     assert train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
                        "--steps", "0"]) == 2
     assert "`--steps` must be >= 1" in capsys.readouterr().err
+    assert train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                       "--fpn-channels", "0"]) == 2
+    assert "`--fpn-channels` must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
                     "--model-kwarg", "no-equals-sign"])

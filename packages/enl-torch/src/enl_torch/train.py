@@ -4,6 +4,7 @@ Usage (one process; CPU-sized images)::
 
     python -m enl_torch.train --data-dir data/beach --output-dir runs/enl \\
         --model maskrcnn_enl_resnet_fpn --backbone resnet50 --variant 3enl_td \\
+        [--block-input-norm] [--fpn-channels 256] \\
         --min-size 256 --max-size 256 --batch-size 2 --steps 1000 --lr 0.01 \\
         --checkpoint-every 200 --eval-every 500
 
@@ -39,7 +40,7 @@ from torch import nn
 from torchvision.ops import misc as misc_nn_ops
 
 from enl_torch.data.coco import CocoDetection, find_split
-from enl_torch.detection.backbones import BACKBONES
+from enl_torch.detection.backbones import BACKBONES, FPN_OUT_CHANNELS
 from enl_torch.detection.builders import MODEL_BUILDERS, VARIANTS
 from enl_torch.training import checkpoint as ckpt
 from enl_torch.training.distributed import (
@@ -56,10 +57,13 @@ from enl_torch.training.schedule import warmup_multistep_scheduler
 
 NORM_LAYERS = {"auto": None, "batch": nn.BatchNorm2d, "frozen": misc_nn_ops.FrozenBatchNorm2d}
 # Arguments that must not change when a run is resumed (the rest may, e.g. --steps).
-RESUME_INVARIANTS = ("model", "backbone", "variant", "block_levels", "model_kwarg", "min_size",
+RESUME_INVARIANTS = ("model", "backbone", "variant", "block_levels", "block_input_norm",
+                     "fpn_channels", "model_kwarg", "min_size",
                      "max_size", "norm", "trainable_backbone_layers", "seed", "hflip_prob",
                      "lr", "momentum", "weight_decay", "warmup_steps", "warmup_factor",
                      "lr_milestones", "gamma")
+# Checkpoints written before these options existed were trained with their defaults.
+INVARIANT_DEFAULTS = {"block_input_norm": False, "fpn_channels": FPN_OUT_CHANNELS}
 
 
 def _model_kwarg(text: str) -> tuple[str, Any]:
@@ -89,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet50")
     model.add_argument("--variant", choices=sorted(VARIANTS), default="3enl_td")
     model.add_argument("--block-levels", type=int, nargs="+", default=[5, 4, 3])
+    model.add_argument("--block-input-norm", action="store_true",
+                       help="TD variants: each FPN block's branch sees a batch-normalised input, "
+                            "x + block(BN(x)) - BN(x) (Model Garden's block_input_norm)")
+    model.add_argument("--fpn-channels", type=int, default=FPN_OUT_CHANNELS,
+                       help="FPN width (the blocks run at it)")
     model.add_argument("--weights", default=None, help="local detector state dict / checkpoint")
     model.add_argument("--weights-backbone", default=None, help="local ImageNet ResNet state dict")
     model.add_argument("--trainable-backbone-layers", type=int, default=None)
@@ -133,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     positive = ("steps", "batch_size", "grad_accumulation", "min_size", "max_size",
-                "eval_batch_size", "log_every")
+                "eval_batch_size", "log_every", "fpn_channels")
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, received "
@@ -153,7 +162,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     return builder(backbone_name=args.backbone, variant=args.variant, num_classes=num_classes,
                    weights=args.weights, weights_backbone=args.weights_backbone,
                    trainable_backbone_layers=args.trainable_backbone_layers,
-                   block_levels=tuple(args.block_levels), norm_layer=NORM_LAYERS[args.norm],
+                   block_levels=tuple(args.block_levels), block_input_norm=args.block_input_norm,
+                   fpn_channels=args.fpn_channels, norm_layer=NORM_LAYERS[args.norm],
                    min_size=args.min_size, max_size=args.max_size, **dict(args.model_kwarg))
 
 
@@ -174,7 +184,8 @@ def _resume_path(args: argparse.Namespace) -> str | None:
 
 def _check_resumable(saved: dict[str, Any], args: argparse.Namespace, world_size: int) -> None:
     config = _config(args)
-    changed = [k for k in RESUME_INVARIANTS if saved.get(k) != config.get(k)]
+    changed = [k for k in RESUME_INVARIANTS
+               if saved.get(k, INVARIANT_DEFAULTS.get(k)) != config.get(k)]
     saved_batch = saved["batch_size"] * saved["grad_accumulation"] * saved["world_size"]
     batch = args.batch_size * args.grad_accumulation * world_size
     if saved_batch != batch:
