@@ -74,6 +74,37 @@ def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
     assert (parsed.variant, parsed.min_size, parsed.max_size) == ("3enl_td", 800, 1333)
 
 
+def _decoder_block_input_norm(config_name: str) -> bool:
+    config = yaml.safe_load((runners.EXPERIMENTS_DIR / config_name).read_text())
+    decoder = config["task"]["model"]["decoder"]
+    return bool(decoder.get(decoder["type"], {}).get("block_input_norm", False))
+
+
+def test_profile_block_input_norm_mirrors_the_garden_enl_config():
+    """Profile.block_input_norm (what the torch mirror gets) is the ENL YAML's."""
+    for profile in profiles.PROFILES.values():
+        assert profile.block_input_norm == _decoder_block_input_norm(
+            profile.garden_configs[2]), profile.name
+    assert profiles.get_profile("default").block_input_norm  # beach_enl.yaml: true
+
+
+@pytest.mark.parametrize(("name", "backbone", "channels", "enl_norm"), [
+    ("default", "resnet18", 64, True),
+    ("tiny", "resnet18", 64, True),
+    ("paper", "resnet50", 256, False),
+])
+def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone, channels,
+                                                  enl_norm):
+    """Train and predict get the same list, so the ENL model is rebuilt as trained."""
+    from enl_torch.train import build_parser
+
+    runner = runners.TorchRunner(profiles.get_profile(name))
+    for model in runners.MODELS:
+        parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
+        assert (parsed.backbone, parsed.fpn_channels) == (backbone, channels)
+        assert parsed.block_input_norm == (enl_norm and model == "enl"), model
+
+
 def test_unknown_framework_and_profile_are_named():
     with pytest.raises(ValueError, match="framework"):
         runners.get_runner("jax", profiles.get_profile("tiny"))

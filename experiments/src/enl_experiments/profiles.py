@@ -28,8 +28,19 @@ class Profile:
         garden_configs: ``(common, baseline, enl)`` YAML files under
             ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
             ``None`` entries are skipped.
-        torch_backbone: backbone of the torch mirror (it has ResNet-50 and up).
-        torch_learning_rate: its SGD peak rate (torchvision's R50 from scratch
+        block_input_norm: the +3ENL TD model's blocks see a batch-normalised
+            input (``x + ENL(BN(x)) - BN(x)``); mirrors ``block_input_norm`` of the
+            ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
+            true; the paper's ``garden/maskrcnn_r50_enl.yaml``: absent, false),
+            which is what the garden side reads; the torch mirror gets it as
+            ``--block-input-norm``. A test holds the two to the same value.
+        torch_backbone: backbone of the torch mirror (``enl_torch.detection.BACKBONES``):
+            ResNet-18 by default, as the garden configs (torchvision has no
+            width multiplier, so it is the full-width R18, not garden's
+            ``depth_multiplier: 0.25``); ResNet-50 for ``paper``.
+        torch_fpn_channels: its FPN width (``--fpn-channels``): 64 as the
+            garden configs' ``num_filters``, 256 for ``paper``.
+        torch_learning_rate: its SGD peak rate (torchvision's ResNet from scratch
             is less tolerant of the Model Garden profile's rate).
         torch_sizes: its (min_size, max_size); None means image_size for both.
         figure_images: validation images drawn with their detections.
@@ -52,7 +63,9 @@ class Profile:
     summary_interval: int
     garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
                              "configs/beach_enl.yaml")
-    torch_backbone: str = "resnet50"
+    block_input_norm: bool = True
+    torch_backbone: str = "resnet18"
+    torch_fpn_channels: int = 64
     torch_learning_rate: float = 0.02
     torch_sizes: tuple | None = None
     figure_images: int = 3
@@ -75,7 +88,8 @@ PROFILES = {
                      summary_interval=100,
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
                                      "garden/maskrcnn_r50_enl.yaml"),
-                     torch_sizes=(800, 1333),
+                     block_input_norm=False, torch_backbone="resnet50",
+                     torch_fpn_channels=256, torch_sizes=(800, 1333),
                      own_schedule=True),
 }
 

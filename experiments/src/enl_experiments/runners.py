@@ -192,12 +192,19 @@ class TorchRunner:
         """Nothing to convert: the torch mirror reads images and JSON."""
 
     def _args(self, model: str, data: DataPaths, seed: int, out: Path) -> list[str]:
+        """``enl_torch.train`` arguments describing the model; the same list goes
+        to ``torch_job predict``, which rebuilds the model from them."""
         profile = self.profile
         min_size, max_size = profile.torch_sizes or (profile.image_size, profile.image_size)
-        return ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
+        args = ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
                 "--model", "maskrcnn_enl_resnet_fpn", "--backbone", profile.torch_backbone,
+                "--fpn-channels", str(profile.torch_fpn_channels),
                 "--variant", TORCH_VARIANTS[model], "--min-size", str(min_size),
                 "--max-size", str(max_size), "--seed", str(seed)]
+        if model == "enl" and profile.block_input_norm:
+            # As the garden YAML's decoder option (Profile.block_input_norm).
+            args.append("--block-input-norm")
+        return args
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:

@@ -6,7 +6,8 @@ builder), loads the last checkpoint of ``--output-dir``, runs it over the
 validation split and writes the files the rest of the job reads:
 ``detections.json`` (COCO results, boxes and RLE masks), ``losses.json`` (from
 ``log.jsonl``), and for ENL models ``attention.npz`` (attention of each query
-pixel at every ENL block, via ``ENL.attention_map`` on the block's input) and
+pixel at every ENL block, via ``ENL.attention_map`` on the block's input, which
+with ``--block-input-norm`` is the normalised feature the ENL sees) and
 ``blocks/<name>.npz`` (trained d, when the blocks learn it).
 """
 
@@ -128,7 +129,10 @@ def predict(out_dir: str, train_argv: list[str], queries: dict[int, tuple[float,
         for name, module in blocks.items():
             weights = getattr(module, "dct_weights", None)
             if isinstance(weights, torch.nn.Parameter):
-                np.savez(block_dir / f"{name.replace('.', '_')}.npz",
+                # Under block_input_norm the ENL is the ``block`` child of its
+                # wrapper; name the file after the level's slot either way.
+                slot = name.removesuffix(".block")
+                np.savez(block_dir / f"{slot.replace('.', '_')}.npz",
                          dct_weights=weights.detach().double().numpy())
     print(f"wrote {len(detections)} detections for {len(val_set)} images to {out}")
 
