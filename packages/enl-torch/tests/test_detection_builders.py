@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import FeaturePyramidNetwork, box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import enl_torch
@@ -18,6 +18,7 @@ from enl_torch.detection import (
     VARIANTS,
     ENLFeaturePyramidNetwork,
     fasterrcnn_enl_resnet_fpn,
+    heads,
     maskrcnn_enl_resnet_fpn,
 )
 from enl_torch.detection.fpn import NormalizedInputBlock
@@ -279,10 +280,127 @@ def test_backbone_weights_from_a_local_file(tmp_path):
      "`weights` does not fit the model"),
     ({"weights_backbone": {"conv1.weight": torch.zeros(1)}}, ValueError,
      "`weights_backbone` does not fit"),
+    ({"anchor_sizes": (8, 16, 32, 64)}, ValueError,
+     r"`anchor_sizes` needs one size per feature map: the backbone returns 5 maps .* "
+     r"received 4 sizes \(8, 16, 32, 64\)"),
+    ({"anchor_sizes": (8, 16, 0, 64, 128)}, ValueError, "`anchor_sizes` must hold positive"),
+    ({"anchor_sizes": "8 16 32 64 128"}, ValueError, "`anchor_sizes` must be a non-empty"),
+    ({"aspect_ratios": ()}, ValueError, "`aspect_ratios` must be a non-empty sequence"),
+    ({"aspect_ratios": (1.0, True)}, ValueError, "`aspect_ratios` must hold positive"),
+    ({"box_head_fc_dims": (256.0,)}, ValueError, "`box_head_fc_dims` must hold positive ints"),
+    ({"mask_head_channels": (64, -1)}, ValueError, "`mask_head_channels` must hold positive"),
+    ({"anchor_sizes": (8, 16, 32, 64, 128), "rpn_anchor_generator": heads.anchor_generator(
+        None, None, 5)}, ValueError, r"builds what \['rpn_anchor_generator'\] already give"),
+    ({"box_head_fc_dims": (256,), "box_predictor": nn.Linear(1, 1), "num_classes": None},
+     ValueError, r"`box_head_fc_dims`=\(256,\) builds what \['box_predictor'\]"),
+    ({"mask_head_channels": (64,), "mask_head": nn.Identity()}, ValueError,
+     r"\['mask_head'\] already give"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
         maskrcnn_enl_resnet_fpn(**{"num_classes": 2, **kwargs})
+
+
+# The main job's torch detector, as Model Garden's experiments/configs/beach_common.yaml.
+GARDEN_SIZED = {"anchor_sizes": (8, 16, 32, 64, 128), "box_head_fc_dims": (256,),
+                "mask_head_channels": (64, 64), "rpn_pre_nms_top_n_train": 1000,
+                "rpn_post_nms_top_n_train": 256, "rpn_pre_nms_top_n_test": 500,
+                "rpn_post_nms_top_n_test": 200, "box_batch_size_per_image": 128,
+                "box_detections_per_img": 50}
+
+
+def test_detector_sizes_default_to_torchvisions():
+    with torch.device("meta"):
+        model = maskrcnn_enl_resnet_fpn(num_classes=4)
+    assert model.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    assert model.rpn.anchor_generator.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
+    assert type(model.roi_heads.box_head).__name__ == "TwoMLPHead"
+    assert model.roi_heads.box_head.fc7.out_features == 1024
+    assert [m[0].out_channels for m in model.roi_heads.mask_head] == [256] * 4
+    assert model.roi_heads.mask_predictor.conv5_mask.out_channels == 256
+    assert (model.rpn._pre_nms_top_n, model.rpn._post_nms_top_n) == (
+        {"training": 2000, "testing": 1000}, {"training": 2000, "testing": 1000})
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+    assert model.roi_heads.detections_per_img == 100
+
+
+@pytest.mark.parametrize("head", sorted(BUILDERS))
+def test_garden_sized_parts_reach_the_detector(head):
+    builder, _ = BUILDERS[head]
+    sized = {k: v for k, v in GARDEN_SIZED.items()
+             if head == "mask" or k != "mask_head_channels"}
+    with torch.device("meta"):
+        model = builder(backbone_name="resnet18", fpn_channels=64, num_classes=4,
+                        aspect_ratios=(0.5, 1, 2), **sized)
+    generator = model.rpn.anchor_generator
+    assert generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert generator.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
+    assert model.rpn.head.cls_logits.out_channels == 3  # one size x three ratios
+    fcs = [m for m in model.roi_heads.box_head if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in fcs] == [(64 * 7 * 7, 256)]
+    predictor = model.roi_heads.box_predictor
+    assert (predictor.cls_score.in_features, predictor.cls_score.out_features) == (256, 4)
+    assert predictor.bbox_pred.out_features == 16
+    assert (model.rpn._pre_nms_top_n, model.rpn._post_nms_top_n) == (
+        {"training": 1000, "testing": 500}, {"training": 256, "testing": 200})
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    assert model.roi_heads.detections_per_img == 50
+    if head == "mask":
+        convs = [m[0] for m in model.roi_heads.mask_head]
+        assert [(c.in_channels, c.out_channels) for c in convs] == [(64, 64), (64, 64)]
+        mask_predictor = model.roi_heads.mask_predictor
+        assert (mask_predictor.conv5_mask.in_channels, mask_predictor.conv5_mask.out_channels,
+                mask_predictor.mask_fcn_logits.out_channels) == (64, 64, 4)
+    else:
+        with pytest.raises(ValueError, match="`mask_head_channels` is for Mask R-CNN"):
+            builder(num_classes=4, mask_head_channels=(64,))
+
+
+@pytest.mark.parametrize("sizes", [None, (8, 16, 32, 64, 128)])
+def test_small_objects_match_an_anchor_only_with_small_anchors(sizes):
+    """An 8 px object (the embedded dataset's are 6-11 px at 128 px input) overlaps
+    torchvision's smallest anchors (32 px) by IoU ~1/16, under the RPN's background
+    threshold 0.3; Garden's 8 px anchors on P2 cover it exactly."""
+    torch.manual_seed(0)
+    model = maskrcnn_enl_resnet_fpn(backbone_name="resnet18", fpn_channels=64, num_classes=4,
+                                    anchor_sizes=sizes, **SMALL).eval()
+    images, _ = model.transform([torch.rand(3, 64, 64)])
+    with torch.no_grad():
+        features = list(model.backbone(images.tensors).values())
+    (anchors,) = model.rpn.anchor_generator(images, features)
+    target = torch.tensor([[20.0, 20.0, 28.0, 28.0]])
+    best = box_iou(target, anchors).max().item()
+    if sizes is None:
+        assert best < model.rpn.proposal_matcher.low_threshold == 0.3
+        assert best == pytest.approx(1 / 16, abs=0.005)
+    else:
+        assert best == pytest.approx(1.0)
+
+
+def test_garden_sized_detector_trains_a_step_and_predicts():
+    torch.manual_seed(0)
+    model = maskrcnn_enl_resnet_fpn(backbone_name="resnet18", variant="3enl_td",
+                                    block_input_norm=True, fpn_channels=64, num_classes=4,
+                                    **{**GARDEN_SIZED, "min_size": 64, "max_size": 64,
+                                       "box_detections_per_img": 5})
+    image = torch.rand(3, 64, 64)
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 10:18, 30:38] = 1
+    masks[1, 30:54, 8:40] = 1
+    target = {"boxes": torch.tensor([[30.0, 10.0, 38.0, 18.0], [8.0, 30.0, 40.0, 54.0]]),
+              "labels": torch.tensor([1, 3]), "masks": masks}
+    losses = model([image, image], [target, target])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    for part in (model.roi_heads.box_head, model.roi_heads.mask_head,
+                 model.roi_heads.mask_predictor, model.rpn.head):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all()
+                   for p in part.parameters())
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model([image])
+    assert len(detections["boxes"]) <= 5
+    assert detections["masks"].shape[1:] == (1, 64, 64)
 
 
 def test_readme_example(readme_example, capsys):

@@ -362,6 +362,63 @@ def test_resume_checks_the_new_model_flags(overfit_run, tmp_path, capsys):
     assert "other settings: ['block_input_norm']" in capsys.readouterr().err
 
 
+GARDEN_FLAGS = ["--anchor-sizes", "8", "16", "32", "64", "128", "--aspect-ratios", "0.5", "1", "2",
+                "--box-head-fc-dims", "256", "--mask-head-channels", "64", "64",
+                "--model-kwarg", "rpn_post_nms_top_n_train=256",
+                "--model-kwarg", "box_batch_size_per_image=128",
+                "--model-kwarg", "box_detections_per_img=50"]
+
+
+def test_detector_size_flags_reach_the_model(data_dir, tmp_path):
+    """--anchor-sizes / --aspect-ratios / --box-head-fc-dims / --mask-head-channels
+    build the parts; scalars go through --model-kwarg; defaults are torchvision's."""
+    base = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--backbone", "resnet18",
+            "--fpn-channels", "64"]
+    with torch.device("meta"):
+        model = train.build_model(train.build_parser().parse_args([*base, *GARDEN_FLAGS]), 4)
+        plain = train.build_model(train.build_parser().parse_args(base), 4)
+        faster = train.build_model(train.build_parser().parse_args(
+            [*base, "--model", "fasterrcnn_enl_resnet_fpn", "--box-head-fc-dims", "128"]), 4)
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert all(type(s[0]) is int for s in model.rpn.anchor_generator.sizes)
+    assert model.roi_heads.box_predictor.cls_score.in_features == 256
+    assert [m[0].out_channels for m in model.roi_heads.mask_head] == [64, 64]
+    assert model.rpn._post_nms_top_n["training"] == 256
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    assert model.roi_heads.detections_per_img == 50
+    assert plain.rpn.anchor_generator.sizes[0] == (32,)
+    assert plain.roi_heads.box_head.fc6.out_features == 1024
+    assert faster.roi_heads.box_predictor.cls_score.in_features == 128
+    # Fractional sizes stay floats.
+    fractional = train.build_parser().parse_args([*base, "--anchor-sizes", "6.5", "16", "32",
+                                                  "64", "128"])
+    assert train._sizes(fractional.anchor_sizes) == (6.5, 16, 32, 64, 128)
+
+
+def test_cli_refuses_bad_detector_sizes(data_dir, tmp_path, capsys):
+    base = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--steps", "1", *FAST]
+    assert train.main([*base, "--anchor-sizes", "8", "16", "32", "64"]) == 2
+    assert "`anchor_sizes` needs one size per feature map: the backbone returns 5 maps" in (
+        capsys.readouterr().err)
+    assert train.main([*base, "--model", "fasterrcnn_enl_resnet_fpn",
+                       "--mask-head-channels", "64"]) == 2
+    assert "`--mask-head-channels` needs a Mask R-CNN `--model`" in capsys.readouterr().err
+
+
+def test_resume_checks_the_detector_size_flags(overfit_run):
+    output, args = overfit_run
+    saved = load_checkpoint(str(output / "checkpoints" / "step_0000002.pt"))["config"]
+    names = ("anchor_sizes", "aspect_ratios", "box_head_fc_dims", "mask_head_channels")
+    # Checkpoints from before the flags existed were trained with torchvision's sizes.
+    older = {k: v for k, v in saved.items() if k not in names}
+    train._check_resumable(older, train.build_parser().parse_args(args), world_size=1)
+    with pytest.raises(ValueError, match=r"\['anchor_sizes', 'aspect_ratios', "
+                                         r"'box_head_fc_dims', 'mask_head_channels', "
+                                         r"'model_kwarg'\]"):
+        train._check_resumable(saved, train.build_parser().parse_args(
+            [*args, *GARDEN_FLAGS]), world_size=1)
+
+
 def test_cli_reports_bad_input(data_dir, tmp_path, capsys):
     assert train.main(["--data-dir", str(tmp_path / "none"), "--output-dir",
                        str(tmp_path)]) == 2

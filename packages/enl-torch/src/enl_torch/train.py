@@ -5,6 +5,8 @@ Usage (one process; CPU-sized images)::
     python -m enl_torch.train --data-dir data/beach --output-dir runs/enl \\
         --model maskrcnn_enl_resnet_fpn --backbone resnet50 --variant 3enl_td \\
         [--block-input-norm] [--fpn-channels 256] \\
+        [--anchor-sizes 8 16 32 64 128] [--box-head-fc-dims 256] \\
+        [--mask-head-channels 64 64] [--model-kwarg box_detections_per_img=50] \\
         --min-size 256 --max-size 256 --batch-size 2 --steps 1000 --lr 0.01 \\
         --checkpoint-every 200 --eval-every 500
 
@@ -58,12 +60,15 @@ from enl_torch.training.schedule import warmup_multistep_scheduler
 NORM_LAYERS = {"auto": None, "batch": nn.BatchNorm2d, "frozen": misc_nn_ops.FrozenBatchNorm2d}
 # Arguments that must not change when a run is resumed (the rest may, e.g. --steps).
 RESUME_INVARIANTS = ("model", "backbone", "variant", "block_levels", "block_input_norm",
-                     "fpn_channels", "model_kwarg", "min_size",
+                     "fpn_channels", "anchor_sizes", "aspect_ratios", "box_head_fc_dims",
+                     "mask_head_channels", "model_kwarg", "min_size",
                      "max_size", "norm", "trainable_backbone_layers", "seed", "hflip_prob",
                      "lr", "momentum", "weight_decay", "warmup_steps", "warmup_factor",
                      "lr_milestones", "gamma")
 # Checkpoints written before these options existed were trained with their defaults.
-INVARIANT_DEFAULTS = {"block_input_norm": False, "fpn_channels": FPN_OUT_CHANNELS}
+INVARIANT_DEFAULTS = {"block_input_norm": False, "fpn_channels": FPN_OUT_CHANNELS,
+                      "anchor_sizes": None, "aspect_ratios": None, "box_head_fc_dims": None,
+                      "mask_head_channels": None}
 
 
 def _model_kwarg(text: str) -> tuple[str, Any]:
@@ -98,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "x + block(BN(x)) - BN(x) (Model Garden's block_input_norm)")
     model.add_argument("--fpn-channels", type=int, default=FPN_OUT_CHANNELS,
                        help="FPN width (the blocks run at it)")
+    # Sizes of the detector's parts (default: torchvision's); the scalar ones
+    # (RPN top-n, sampled RoIs, detections per image) go through --model-kwarg.
+    model.add_argument("--anchor-sizes", type=float, nargs="+", default=None, metavar="PX",
+                       help="one anchor size per feature map, P2..P5 and the extra 'pool' "
+                            "level (5 for the ResNet-FPN); default torchvision's 32..512")
+    model.add_argument("--aspect-ratios", type=float, nargs="+", default=None,
+                       help="anchor height/width ratios on every map; default 0.5 1 2")
+    model.add_argument("--box-head-fc-dims", type=int, nargs="+", default=None, metavar="DIM",
+                       help="box head of FC layers of these widths (e.g. 256: one FC, as "
+                            "Model Garden's num_fcs 1); default torchvision's TwoMLPHead 1024")
+    model.add_argument("--mask-head-channels", type=int, nargs="+", default=None,
+                       metavar="CH", help="mask head 3x3 convs of these widths (e.g. 64 64); "
+                                          "default torchvision's 256 x4")
     model.add_argument("--weights", default=None, help="local detector state dict / checkpoint")
     model.add_argument("--weights-backbone", default=None, help="local ImageNet ResNet state dict")
     model.add_argument("--trainable-backbone-layers", type=int, default=None)
@@ -107,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-size", type=int, default=1333)
     model.add_argument("--model-kwarg", type=_model_kwarg, action="append", default=[],
                        metavar="KEY=VALUE",
-                       help="extra FasterRCNN/MaskRCNN argument, e.g. rpn_post_nms_top_n_train=500")
+                       help="extra FasterRCNN/MaskRCNN argument, e.g. "
+                            "rpn_post_nms_top_n_train=500, box_batch_size_per_image=128, "
+                            "box_detections_per_img=50")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=int, default=1000, help="optimizer steps in all")
     optim.add_argument("--batch-size", type=int, default=2, help="images per process per forward")
@@ -155,16 +175,33 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("`--eval-only` needs `--weights` (or `--resume`)")
 
 
+def _sizes(values: list[float] | None) -> tuple[float | int, ...] | None:
+    # Whole pixel sizes stay ints, as torchvision writes its anchors.
+    if values is None:
+        return None
+    return tuple(int(v) if float(v).is_integer() else v for v in values)
+
+
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     """The detector the arguments describe (random init from ``--seed``)."""
     torch.manual_seed(args.seed)  # every rank builds the same initial weights
     builder = MODEL_BUILDERS[args.model]
+    sized = {"anchor_sizes": _sizes(args.anchor_sizes),
+             "aspect_ratios": None if args.aspect_ratios is None else tuple(args.aspect_ratios),
+             "box_head_fc_dims": None if args.box_head_fc_dims is None else tuple(
+                 args.box_head_fc_dims)}
+    if args.mask_head_channels is not None:
+        if not args.model.startswith("maskrcnn"):
+            raise ValueError(f"`--mask-head-channels` needs a Mask R-CNN `--model`, received "
+                             f"{args.model!r}")
+        sized["mask_head_channels"] = tuple(args.mask_head_channels)
     return builder(backbone_name=args.backbone, variant=args.variant, num_classes=num_classes,
                    weights=args.weights, weights_backbone=args.weights_backbone,
                    trainable_backbone_layers=args.trainable_backbone_layers,
                    block_levels=tuple(args.block_levels), block_input_norm=args.block_input_norm,
                    fpn_channels=args.fpn_channels, norm_layer=NORM_LAYERS[args.norm],
-                   min_size=args.min_size, max_size=args.max_size, **dict(args.model_kwarg))
+                   min_size=args.min_size, max_size=args.max_size, **sized,
+                   **dict(args.model_kwarg))
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,14 @@ block's branch sees a batch-normalised input, mirroring the Model Garden
 decoder option of the same name; its norm keys
 ``backbone.fpn.top_down_blocks.<i>.norm.*`` are new keys like the blocks', so a
 plain checkpoint still loads).
+
+The detector's sizes are torchvision's unless given: ``anchor_sizes`` (one per
+feature map) and ``aspect_ratios``, ``box_head_fc_dims`` and (Mask R-CNN)
+``mask_head_channels`` build those parts with :mod:`enl_torch.detection.heads`;
+scalars such as ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image`` or
+``box_detections_per_img`` go through ``**kwargs`` to torchvision as ever.
+The main job sets them all to mirror Model Garden's
+``experiments/configs/beach_common.yaml``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops import misc as misc_nn_ops
 
+from enl_torch.detection import heads
 from enl_torch.detection.backbones import (
     BACKBONES,
     BOTTOM_UP_NAME,
@@ -85,7 +94,10 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
            num_classes: int | None, weights_backbone: WeightsLike,
            trainable_backbone_layers: int | None, block_levels: Sequence[int],
            block_kwargs: Mapping[str, Any] | None, block_input_norm: bool, fpn_channels: int,
-           norm_layer: Callable[..., nn.Module] | None, kwargs: dict[str, Any]):
+           norm_layer: Callable[..., nn.Module] | None,
+           anchor_sizes: Sequence[float] | None, aspect_ratios: Sequence[float] | None,
+           box_head_fc_dims: Sequence[int] | None, mask_head_channels: Sequence[int] | None,
+           kwargs: dict[str, Any]):
     if backbone_name not in BACKBONES:
         raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
                          f"received {backbone_name!r}")
@@ -112,10 +124,56 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
         bottom_up_nonlocal=spec["bottom_up_nonlocal"], fpn_block=spec["fpn_block"],
         block_levels=block_levels, block_kwargs=block_kwargs, block_input_norm=block_input_norm,
         fpn_channels=fpn_channels, backbone_state_dict=backbone_state)
+    kwargs = _sized_parts(model_cls, backbone, num_classes, anchor_sizes, aspect_ratios,
+                          box_head_fc_dims, mask_head_channels, kwargs)
+    if "box_predictor" in kwargs:
+        num_classes = None  # torchvision's rule: the predictors carry the classes
     model = model_cls(backbone, num_classes=num_classes, **kwargs)
     if state is not None:
         load_allowing_new_blocks(model, state, NEW_BLOCK_PREFIXES, "weights")
     return model
+
+
+def _conflict(name: str, value: Any, kwargs: dict[str, Any], keys: Sequence[str]) -> None:
+    given = [key for key in keys if kwargs.get(key) is not None]
+    if value is not None and given:
+        raise ValueError(f"`{name}`={value!r} builds what {given} already give; pass one or "
+                         f"the other")
+
+
+def _sized_parts(model_cls, backbone: nn.Module, num_classes: int,
+                 anchor_sizes: Sequence[float] | None, aspect_ratios: Sequence[float] | None,
+                 box_head_fc_dims: Sequence[int] | None, mask_head_channels: Sequence[int] | None,
+                 kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the anchor generator and heads the sizes ask for."""
+    kwargs = dict(kwargs)
+    anchors = None if anchor_sizes is None and aspect_ratios is None else (anchor_sizes,
+                                                                           aspect_ratios)
+    _conflict("anchor_sizes/aspect_ratios", anchors, kwargs, ("rpn_anchor_generator",))
+    _conflict("box_head_fc_dims", box_head_fc_dims, kwargs, ("box_head", "box_predictor"))
+    _conflict("mask_head_channels", mask_head_channels, kwargs, ("mask_head", "mask_predictor"))
+    if mask_head_channels is not None and not issubclass(model_cls, MaskRCNN):
+        raise ValueError(f"`mask_head_channels` is for Mask R-CNN, received "
+                         f"{mask_head_channels!r} for {model_cls.__name__}")
+    if anchors is not None:
+        kwargs["rpn_anchor_generator"] = heads.anchor_generator(
+            anchor_sizes, aspect_ratios, heads.count_feature_maps(backbone))
+    if box_head_fc_dims is None and mask_head_channels is None:
+        return kwargs
+    # torchvision takes a head of another width only with its predictor, and
+    # then wants num_classes None: build both predictors here.
+    representation = heads.TORCHVISION_REPRESENTATION_SIZE
+    if box_head_fc_dims is not None:
+        kwargs["box_head"] = heads.box_head(backbone.out_channels, box_head_fc_dims)
+        representation = box_head_fc_dims[-1]
+    kwargs["box_predictor"] = heads.box_predictor(representation, num_classes)
+    if issubclass(model_cls, MaskRCNN):
+        mask_width = heads.TORCHVISION_MASK_CHANNELS
+        if mask_head_channels is not None:
+            kwargs["mask_head"] = heads.mask_head(backbone.out_channels, mask_head_channels)
+            mask_width = mask_head_channels[-1]
+        kwargs["mask_predictor"] = heads.mask_predictor(mask_width, num_classes)
+    return kwargs
 
 
 def fasterrcnn_enl_resnet_fpn(
@@ -131,6 +189,9 @@ def fasterrcnn_enl_resnet_fpn(
     block_input_norm: bool = False,
     fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
+    anchor_sizes: Sequence[float] | None = None,
+    aspect_ratios: Sequence[float] | None = None,
+    box_head_fc_dims: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN with a ResNet / ResNeXt FPN and the paper's (E)NL blocks.
@@ -161,8 +222,21 @@ def fasterrcnn_enl_resnet_fpn(
         fpn_channels: FPN width; default 256 (torchvision's).
         norm_layer: backbone norm; default ``FrozenBatchNorm2d`` with pretrained
             weights, else ``BatchNorm2d`` (torchvision's rule).
+        anchor_sizes: one anchor size in pixels per feature map (P2..P5 and the
+            extra ``"pool"`` level P6, so 5); default torchvision's
+            (32, 64, 128, 256, 512). The main job's (8, 16, 32, 64, 128) is Model
+            Garden's ``anchor_size: 2.0`` (2 x stride).
+        aspect_ratios: anchor height/width ratios on every map; default
+            (0.5, 1.0, 2.0) (torchvision's and Garden's).
+        box_head_fc_dims: widths of the box head's FC layers (torchvision's
+            ``FastRCNNConvFCHead`` without convs), e.g. ``(256,)`` as Garden's
+            ``num_fcs: 1, fc_dims: 256``; default None: torchvision's
+            ``TwoMLPHead`` of width 1024.
         **kwargs: passed to ``torchvision.models.detection.FasterRCNN`` (e.g.
-            ``min_size``, ``max_size``, ``rpn_post_nms_top_n_train``).
+            ``min_size``, ``max_size``, ``rpn_pre_nms_top_n_train``,
+            ``rpn_post_nms_top_n_test``, ``box_batch_size_per_image``,
+            ``box_detections_per_img``). ``rpn_anchor_generator`` / ``box_head``
+            / ``box_predictor`` exclude the size arguments that build them.
 
     Returns:
         A ``torchvision.models.detection.FasterRCNN``.
@@ -181,7 +255,11 @@ def fasterrcnn_enl_resnet_fpn(
                   trainable_backbone_layers=trainable_backbone_layers,
                   block_levels=block_levels, block_kwargs=block_kwargs,
                   block_input_norm=block_input_norm, fpn_channels=fpn_channels,
-                  norm_layer=norm_layer, kwargs=kwargs)
+                  norm_layer=norm_layer, anchor_sizes=anchor_sizes,
+                  aspect_ratios=aspect_ratios, box_head_fc_dims=box_head_fc_dims,
+                  # torchvision passes unknown kwargs on to its transform, which
+                  # ignores them: take this one out so it is refused by name.
+                  mask_head_channels=kwargs.pop("mask_head_channels", None), kwargs=kwargs)
 
 
 def maskrcnn_enl_resnet_fpn(
@@ -197,12 +275,23 @@ def maskrcnn_enl_resnet_fpn(
     block_input_norm: bool = False,
     fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
+    anchor_sizes: Sequence[float] | None = None,
+    aspect_ratios: Sequence[float] | None = None,
+    box_head_fc_dims: Sequence[int] | None = None,
+    mask_head_channels: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
     """Mask R-CNN with a ResNet / ResNeXt FPN and the paper's (E)NL blocks.
 
     Same arguments as :func:`fasterrcnn_enl_resnet_fpn`; ``**kwargs`` go to
     ``torchvision.models.detection.MaskRCNN``. Levi & Ullman, BMVC 2019, Sec. 4.
+
+    Args:
+        mask_head_channels: channels of the mask head's 3x3 convs (torchvision's
+            ``MaskRCNNHeads``; the predictor's deconvolution gets the last one),
+            e.g. ``(64, 64)`` as Garden's ``num_convs: 2, num_filters: 64``;
+            default None: torchvision's ``(256,) * 4``. Excludes ``mask_head`` /
+            ``mask_predictor`` in ``**kwargs``.
 
     Returns:
         A ``torchvision.models.detection.MaskRCNN``.
@@ -218,7 +307,9 @@ def maskrcnn_enl_resnet_fpn(
                   trainable_backbone_layers=trainable_backbone_layers,
                   block_levels=block_levels, block_kwargs=block_kwargs,
                   block_input_norm=block_input_norm, fpn_channels=fpn_channels,
-                  norm_layer=norm_layer, kwargs=kwargs)
+                  norm_layer=norm_layer, anchor_sizes=anchor_sizes,
+                  aspect_ratios=aspect_ratios, box_head_fc_dims=box_head_fc_dims,
+                  mask_head_channels=mask_head_channels, kwargs=kwargs)
 
 
 MODEL_BUILDERS = {
