@@ -204,6 +204,9 @@ class TorchRunner:
         if model == "enl" and profile.block_input_norm:
             # As the garden YAML's decoder option (Profile.block_input_norm).
             args.append("--block-input-norm")
+        if profile.torch_detector is not None:
+            # Anchors, proposals and heads as the garden YAML (Profile.torch_detector).
+            args += profile.torch_detector.train_args()
         return args
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
