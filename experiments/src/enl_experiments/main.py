@@ -211,6 +211,19 @@ def make_figures(run_dir: Path, data: DataPaths, aggregated: dict, histories: di
     return names
 
 
+def seed_list(first: int, count: int) -> list[int]:
+    """The seeds of a run: ``first, ..., first + count - 1``.
+
+    Raises:
+        ValueError: naming `first_seed` / `seeds` and the value received.
+    """
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise ValueError(f"`first_seed` must be an int >= 0, received {first!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"`seeds` must be an int >= 1, received {count!r}")
+    return list(range(first, first + count))
+
+
 def run(args) -> Path:
     """Runs the whole job; returns the completed results folder."""
     started = time.time()
@@ -221,7 +234,7 @@ def run(args) -> Path:
     if overrides:
         profile = dataclasses.replace(profile, **overrides)
     runner = get_runner(args.framework, profile)
-    seeds = list(range(args.seeds))
+    seeds = seed_list(args.first_seed, args.seeds)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     source = "coco" if args.coco_dir else f"beach-{args.split}"
     run_name = args.run_name or f"{stamp}-{args.framework}-{profile_name}-{source}"
@@ -299,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "evaluate both with pycocotools, print the table and draw the figures.")
     parser.add_argument("--profile", default="", choices=["", *sorted(PROFILES)],
                         help="budget; empty: 'default' (embedded data) or 'paper' (COCO)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; mean and spread")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds (FIRST..FIRST+N-1); mean and spread")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed (to add seeds to an earlier run's on another machine)")
     parser.add_argument("--framework", default="garden", choices=("garden", "torch"))
     parser.add_argument("--coco-dir", default="",
                         help="a COCO 2017 folder (train2017/, val2017/, annotations/)")
@@ -321,8 +337,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, received {args.seeds}")
+    try:
+        seed_list(args.first_seed, args.seeds)
+    except ValueError as error:
+        parser.error(str(error))
     # make passes unset knobs as empty strings.
     args.coco_dir = args.coco_dir or None
     args.profile = args.profile or None
