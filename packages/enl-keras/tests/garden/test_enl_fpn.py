@@ -30,9 +30,12 @@ def _features(seed=0, batch=2):
             for level, channels in BACKBONE_CHANNELS.items()}
 
 
-def _enl_fpn(**kwargs):
+def _enl_fpn(norm=None, **kwargs):
+    """An ENLFPN; ``norm`` ("batch" / "layer") turns ``block_input_norm`` on with that norm."""
     from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
+    if norm:
+        kwargs.update(block_input_norm=True, block_norm=norm)
     return ENLFPN(input_specs=_specs(), min_level=2, max_level=6, num_filters=FILTERS, **kwargs)
 
 
@@ -59,14 +62,14 @@ def _block_norms(decoder):
 
 
 def _randomize_block_norms(decoder, seed=2):
-    # Away from BN's initial near-identity, so a missing norm would show.
+    # Away from the norms' initial near-identity, so a missing norm would show.
     rng = np.random.default_rng(seed)
     for norm in _block_norms(decoder).values():
-        gamma, beta, mean, variance = norm.weights
-        for weight, value in ((gamma, rng.uniform(0.5, 2.0, size=gamma.shape)),
-                              (beta, rng.normal(size=beta.shape)),
-                              (mean, rng.normal(size=mean.shape)),
-                              (variance, rng.uniform(0.5, 4.0, size=variance.shape))):
+        gamma, beta, *statistics = norm.weights  # BN: + moving mean, variance
+        values = [rng.uniform(0.5, 2.0, size=gamma.shape), rng.normal(size=beta.shape)]
+        if statistics:
+            values += [rng.normal(size=gamma.shape), rng.uniform(0.5, 4.0, size=gamma.shape)]
+        for weight, value in zip(norm.weights, values, strict=True):
             weight.assign(value.astype(np.float32))
 
 
@@ -96,18 +99,17 @@ def _expected(decoder, features, levels, block_input_norm=False):
             for level, value in outputs.items()}
 
 
-@pytest.mark.parametrize("block,levels,block_input_norm", [
-    ("enl", (5, 4, 3), False), ("nl", (4, 3), False), ("enl", (4, 3, 2), False),
-    ("enl", (5, 4, 3), True), ("nl", (4, 3), True)])
-def test_blocks_sit_on_the_merged_top_down_feature(block, levels, block_input_norm):
-    decoder = _enl_fpn(levels=levels, block=block, dct_size=(3, 3),
-                       block_input_norm=block_input_norm)
+@pytest.mark.parametrize("block,levels,norm", [
+    ("enl", (5, 4, 3), None), ("nl", (4, 3), None), ("enl", (4, 3, 2), None),
+    ("enl", (5, 4, 3), "batch"), ("nl", (4, 3), "batch"), ("enl", (5, 4, 3), "layer")])
+def test_blocks_sit_on_the_merged_top_down_feature(block, levels, norm):
+    decoder = _enl_fpn(norm, levels=levels, block=block, dct_size=(3, 3))
     _randomize_blocks(decoder)
-    if block_input_norm:
+    if norm:
         _randomize_block_norms(decoder)
     features = _features()
     actual = decoder(features, training=False)
-    expected = _expected(decoder, features, levels, block_input_norm)
+    expected = _expected(decoder, features, levels, block_input_norm=bool(norm))
     assert sorted(actual) == ["2", "3", "4", "5", "6"]
     for level in expected:
         assert actual[level].shape[-1] == FILTERS
@@ -115,13 +117,13 @@ def test_blocks_sit_on_the_merged_top_down_feature(block, levels, block_input_no
                      err_msg=f"level {level}")
 
 
-@pytest.mark.parametrize("block_input_norm", [False, True])
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
 @pytest.mark.parametrize("training", [False, True])
-def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged(block_input_norm, training):
-    enl_fpn, fpn = _enl_fpn(block_input_norm=block_input_norm), _fpn()
-    if block_input_norm:
+def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged(norm, training):
+    enl_fpn, fpn = _enl_fpn(norm), _fpn()
+    if norm:
         _randomize_block_norms(enl_fpn)  # z == x whatever the norm computes
-    norms = _block_norms(enl_fpn) if block_input_norm else {}
+    norms = _block_norms(enl_fpn) if norm else {}
     added = [*enl_fpn.blocks.values(), *norms.values()]
     added_weights = {id(w) for layer in added for w in layer.weights}
     # Same layer names and creation order: FPN weights map one to one.
@@ -136,27 +138,46 @@ def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged(block_input_n
         assert_close(actual[level].numpy(), expected[level].numpy(), "float32")
 
 
-@pytest.mark.parametrize("block_input_norm", [False, True])
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
 @pytest.mark.parametrize("block", ["enl", "nl"])
-def test_parameter_delta_is_the_cost_model(block, block_input_norm):
+def test_parameter_delta_is_the_cost_model(block, norm):
     levels = (5, 4, 3)
     fpn = _fpn()
-    decoder = _enl_fpn(levels=levels, block=block, block_input_norm=block_input_norm)
+    decoder = _enl_fpn(norm, levels=levels, block=block)
     delta = decoder.count_params() - fpn.count_params()
-    # The optional input norm is the FPN's own norm layer, one per block.
-    norm = fpn.get_layer("norm_5").count_params() if block_input_norm else 0
-    assert delta == len(levels) * (block_params(FILTERS) + norm)
+    # The optional input norm: the FPN's own batch norm (gamma, beta and two
+    # statistics), or a layer norm (gamma, beta), one per block.
+    per_block = {None: 0, "batch": fpn.get_layer("norm_5").count_params(),
+                 "layer": 2 * FILTERS}[norm]
+    assert delta == len(levels) * (block_params(FILTERS) + per_block)
+
+
+def test_layer_block_norm_normalises_each_position_alike_in_training_and_inference():
+    # The point of "layer": no running statistics, so a block sees in
+    # inference what it saw in training (BN's lagging statistics do not).
+    decoder = _enl_fpn("layer", dct_size=(3, 3))
+    _randomize_block_norms(decoder)
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(4.0, 10.0, size=(2, 4, 4, FILTERS)), tf.float32)
+    for level, norm in _block_norms(decoder).items():
+        assert not norm.non_trainable_weights, f"level {level}: running statistics"
+        trained, inferred = norm(x, training=True).numpy(), norm(x, training=False).numpy()
+        assert_close(trained, inferred, "float32", err_msg=f"level {level}")
+        gamma, beta = (w.numpy() for w in norm.weights)
+        centred = (inferred - beta) / gamma
+        assert_close(centred.mean(axis=-1), np.zeros((2, 4, 4)), "float32")
+        assert_close(centred.std(axis=-1), np.ones((2, 4, 4)), "float32")
 
 
 def test_config_round_trip():
     from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
     decoder = _enl_fpn(levels=(4, 3), block="enl", inter_channels=8, dct_size=(5, 7),
-                       position_encoding=False, block_input_norm=True)
+                       position_encoding=False, norm="layer")
     config = decoder.get_config()
     assert config["levels"] == [4, 3] and config["dct_size"] == [5, 7]
     assert config["inter_channels"] == 8 and config["position_encoding"] is False
-    assert config["block_input_norm"] is True
+    assert config["block_input_norm"] is True and config["block_norm"] == "layer"
     assert _enl_fpn().get_config()["block_input_norm"] is False  # the paper's placement
     clone = ENLFPN.from_config(config)
     assert clone.get_config() == config
@@ -179,6 +200,7 @@ def test_config_round_trip():
     ({"dct_size": 0}, "dct_size"),
     ({"dct_size": (9, 0)}, "dct_size"),
     ({"inter_channels": 0}, "inter_channels"),
+    ({"block_norm": "group"}, "block_norm"),
 ])
 def test_invalid_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -189,6 +211,7 @@ def test_invalid_arguments_name_the_field(kwargs, field):
     ({"block": "transformer"}, "block"),
     ({"dct_size": [0, 9]}, "dct_size"),
     ({"levels": []}, "levels"),
+    ({"block_norm": "instance"}, "block_norm"),
 ])
 def test_invalid_config_fails_when_built(kwargs, field):
     from enl_keras.garden.configs.decoders import ENLFPN

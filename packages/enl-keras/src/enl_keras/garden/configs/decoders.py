@@ -14,7 +14,12 @@ import dataclasses
 
 from official.vision.configs import decoders
 
-from enl_keras.garden.modeling.decoders.checks import check_block, check_dct_size, check_levels
+from enl_keras.garden.modeling.decoders.checks import (
+    check_block,
+    check_block_norm,
+    check_dct_size,
+    check_levels,
+)
 
 
 @dataclasses.dataclass
@@ -35,6 +40,9 @@ class ENLFPN(decoders.FPN):
             ``x + block(norm(x)) - norm(x)``; off (the paper's placement) by
             default. ENL's affinity is cubic in its input, so from scratch the
             un-normalised coarse-to-fine stack can diverge.
+        block_norm: that norm: "batch" (the FPN's batch norm) or "layer"
+            (layer norm over channels; no running statistics, so inference
+            normalises as training does).
     """
 
     levels: list[int] = dataclasses.field(default_factory=lambda: [5, 4, 3])
@@ -43,12 +51,14 @@ class ENLFPN(decoders.FPN):
     dct_size: list[int] = dataclasses.field(default_factory=lambda: [9, 9])
     position_encoding: bool = True
     block_input_norm: bool = False
+    block_norm: str = "batch"
 
     def __post_init__(self, *args, **kwargs):
         super().__post_init__(*args, **kwargs)
         # Fails when the config is built (a typo in a factory or a dict);
         # YAML overrides applied later are checked again when the model is built.
         check_block(self.block)
+        check_block_norm(self.block_norm)
         check_dct_size(self.dct_size)
         check_levels(self.levels)
 

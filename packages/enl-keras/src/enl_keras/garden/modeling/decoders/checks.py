@@ -11,6 +11,7 @@ import numbers
 from enl_core.validation import normalize_dct_size, positive_int
 
 BLOCKS = ("enl", "nl")
+BLOCK_NORMS = ("batch", "layer")
 
 
 def check_block(block) -> str:
@@ -18,6 +19,13 @@ def check_block(block) -> str:
     if block not in BLOCKS:
         raise ValueError(f"`block` must be one of {BLOCKS}, received {block!r}")
     return block
+
+
+def check_block_norm(block_norm) -> str:
+    """Returns ``block_norm`` if it is "batch" or "layer"."""
+    if block_norm not in BLOCK_NORMS:
+        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
+    return block_norm
 
 
 def check_dct_size(dct_size) -> tuple[int, int]:

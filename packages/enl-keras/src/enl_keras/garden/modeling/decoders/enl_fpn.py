@@ -15,12 +15,19 @@ the same layer names (``lateral_l``, ``post_hoc_l``, ``coarser_l``,
 zero-initialised output projection the two compute the same function.
 
 ``block_input_norm`` (off by default, which is the paper's placement) puts a
-norm layer, the one the FPN uses on its outputs, in front of each block's
-branch: ``n = norm(x)``, ``z = x + (block(n) - n)``. ENL's dot-product
+norm layer in front of each block's branch: ``n = norm(x)``,
+``z = x + (block(n) - n)``. ``block_norm`` picks it: "batch" (the FPN's own
+batch norm) or "layer" (a layer norm over the channels of each position, as
+in pre-LN transformers: no running statistics, so training and inference
+normalise alike). ENL's dot-product
 affinity ``theta^T (phi g) / N`` is cubic in its input and nothing
 normalises the merged top-down feature, so when the stack is trained from
 scratch each block amplifies what the coarser block passed down until it
-overflows. The block's own residual ``n + branch(n)`` is swapped for
+overflows. With "batch", inference uses running statistics that lag
+behind the training batches early in training, and the cubic affinity
+amplifies the mismatch block after block (seen as eval-time collapses of a
+short run whose training loss was fine); "layer" has no such statistics.
+The block's own residual ``n + branch(n)`` is swapped for
 ``x + branch(n)``: the un-normalised stream still flows on, and with the
 zero-initialised output projection ``z == x`` at initialisation.
 """
@@ -39,6 +46,7 @@ from official.vision.ops import spatial_transform_ops
 from enl_keras.garden import layers as garden_layers
 from enl_keras.garden.modeling.decoders.checks import (
     check_block,
+    check_block_norm,
     check_dct_size,
     check_inter_channels,
     check_levels,
@@ -79,9 +87,13 @@ class ENLFPN(fpn.FPN):
             (``x + block(norm(x)) - norm(x)``, norm = the FPN's batch norm
             with ``use_sync_bn`` / ``norm_momentum`` / ``norm_epsilon``);
             default False (the paper's placement). See the module docstring.
+        block_norm: the norm of ``block_input_norm``: "batch" (default, the
+            FPN's batch norm) or "layer" (layer norm over channels, with
+            ``norm_epsilon``).
 
     Raises:
-        ValueError: naming `levels`, `block`, `dct_size` or `inter_channels`.
+        ValueError: naming `levels`, `block`, `block_norm`, `dct_size` or
+            `inter_channels`.
 
     Example:
         >>> specs = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, 64])
@@ -114,8 +126,10 @@ class ENLFPN(fpn.FPN):
         dct_size: Sequence[int] | int = (9, 9),
         position_encoding: bool = True,
         block_input_norm: bool = False,
+        block_norm: str = "batch",
         **kwargs):
         block = check_block(block)
+        block_norm = check_block_norm(block_norm)
         dct_size = check_dct_size(dct_size)
         inter_channels = check_inter_channels(inter_channels)
         if fusion_type not in ("sum", "concat"):
@@ -141,6 +155,7 @@ class ENLFPN(fpn.FPN):
             "dct_size": dct_size,
             "position_encoding": bool(position_encoding),
             "block_input_norm": bool(block_input_norm),
+            "block_norm": block_norm,
         }
         conv2d = (tf_keras.layers.SeparableConv2D if use_separable_conv
                   else tf_keras.layers.Conv2D)
@@ -161,12 +176,16 @@ class ENLFPN(fpn.FPN):
         blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
                   for level in levels}
 
-        def norm_layer(name):
+        def norm_layer(name, kind="batch"):
+            if kind == "layer":
+                return tf_keras.layers.LayerNormalization(axis=-1, epsilon=norm_epsilon,
+                                                          name=name)
             return tf_keras.layers.BatchNormalization(
                 axis=bn_axis, momentum=norm_momentum, epsilon=norm_epsilon,
                 synchronized=use_sync_bn, name=name)
 
-        block_norms = ({level: norm_layer(f"{block}_norm_{level}") for level in levels}
+        block_norms = ({level: norm_layer(f"{block}_norm_{level}", block_norm)
+                        for level in levels}
                        if block_input_norm else {})
 
         def apply_block(level, feature):
@@ -273,4 +292,5 @@ def build_enl_fpn_decoder(
         inter_channels=decoder_cfg.inter_channels,
         dct_size=decoder_cfg.dct_size,
         position_encoding=decoder_cfg.position_encoding,
-        block_input_norm=decoder_cfg.block_input_norm)
+        block_input_norm=decoder_cfg.block_input_norm,
+        block_norm=decoder_cfg.block_norm)
