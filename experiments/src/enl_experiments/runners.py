@@ -69,6 +69,7 @@ def run_logged(command: list[str], log_path: Path, description: str, total: int 
         assert process.stdout is not None  # noqa: S101  (Popen with PIPE always sets it)
         for line in process.stdout:
             log.write(line)
+            log.flush()  # so `tail -f` on the log follows a long step
             tail.append(line.rstrip())
             if pattern and total:
                 match = pattern.search(line)
