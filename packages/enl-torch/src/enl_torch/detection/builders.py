@@ -124,11 +124,11 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
         bottom_up_nonlocal=spec["bottom_up_nonlocal"], fpn_block=spec["fpn_block"],
         block_levels=block_levels, block_kwargs=block_kwargs, block_input_norm=block_input_norm,
         fpn_channels=fpn_channels, backbone_state_dict=backbone_state)
-    kwargs = _sized_parts(model_cls, backbone, num_classes, anchor_sizes, aspect_ratios,
-                          box_head_fc_dims, mask_head_channels, kwargs)
-    if "box_predictor" in kwargs:
-        num_classes = None  # torchvision's rule: the predictors carry the classes
-    model = model_cls(backbone, num_classes=num_classes, **kwargs)
+    sized = _sized_parts(model_cls, backbone, num_classes, anchor_sizes, aspect_ratios,
+                         box_head_fc_dims, mask_head_channels, kwargs)
+    if "box_predictor" in sized and "box_predictor" not in kwargs:
+        num_classes = None  # torchvision's rule: the predictors built here carry the classes
+    model = model_cls(backbone, num_classes=num_classes, **sized)
     if state is not None:
         load_allowing_new_blocks(model, state, NEW_BLOCK_PREFIXES, "weights")
     return model
