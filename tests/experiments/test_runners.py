@@ -74,18 +74,21 @@ def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
     assert (parsed.variant, parsed.min_size, parsed.max_size) == ("3enl_td", 800, 1333)
 
 
-def _decoder_block_input_norm(config_name: str) -> bool:
+def _decoder_block_input_norm(config_name: str) -> tuple[bool, str]:
     config = yaml.safe_load((runners.EXPERIMENTS_DIR / config_name).read_text())
     decoder = config["task"]["model"]["decoder"]
-    return bool(decoder.get(decoder["type"], {}).get("block_input_norm", False))
+    options = decoder.get(decoder["type"], {})
+    # Absent keys take enl_keras.garden's defaults (False, "batch").
+    return bool(options.get("block_input_norm", False)), options.get("block_norm", "batch")
 
 
 def test_profile_block_input_norm_mirrors_the_garden_enl_config():
-    """Profile.block_input_norm (what the torch mirror gets) is the ENL YAML's."""
+    """Profile.block_input_norm / block_norm (what the torch mirror gets) are the ENL YAML's."""
     for profile in profiles.PROFILES.values():
-        assert profile.block_input_norm == _decoder_block_input_norm(
+        assert (profile.block_input_norm, profile.block_norm) == _decoder_block_input_norm(
             profile.garden_configs[2]), profile.name
-    assert profiles.get_profile("default").block_input_norm  # beach_enl.yaml: true
+    default = profiles.get_profile("default")
+    assert (default.block_input_norm, default.block_norm) == (True, "layer")  # beach_enl.yaml
 
 
 @pytest.mark.parametrize(("name", "backbone", "channels", "enl_norm"), [
@@ -103,6 +106,8 @@ def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone
         parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
         assert (parsed.backbone, parsed.fpn_channels) == (backbone, channels)
         assert parsed.block_input_norm == (enl_norm and model == "enl"), model
+        if parsed.block_input_norm:
+            assert parsed.block_norm == runner.profile.block_norm == "layer"
 
 
 # Model Garden defaults (official/vision/configs/maskrcnn.py) for what the YAML

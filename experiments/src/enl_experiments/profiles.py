@@ -94,12 +94,15 @@ class Profile:
         garden_configs: ``(common, baseline, enl)`` YAML files under
             ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
             ``None`` entries are skipped.
-        block_input_norm: the +3ENL TD model's blocks see a batch-normalised
-            input (``x + ENL(BN(x)) - BN(x)``); mirrors ``block_input_norm`` of the
+        block_input_norm: the +3ENL TD model's blocks see a normalised
+            input (``x + ENL(n) - n``, ``n = norm(x)``); mirrors ``block_input_norm`` of the
             ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
             true; the paper's ``garden/maskrcnn_r50_enl.yaml``: absent, false),
             which is what the garden side reads; the torch mirror gets it as
             ``--block-input-norm``. A test holds the two to the same value.
+        block_norm: that norm, ``"layer"`` (no running statistics) or
+            ``"batch"``; mirrors the YAML's ``block_norm`` (``beach_enl.yaml``:
+            layer) and reaches the torch mirror as ``--block-norm``.
         torch_backbone: backbone of the torch mirror (``enl_torch.detection.BACKBONES``):
             ResNet-18 by default, as the garden configs (torchvision has no
             width multiplier, so it is the full-width R18, not garden's
@@ -134,6 +137,7 @@ class Profile:
     garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
                              "configs/beach_enl.yaml")
     block_input_norm: bool = True
+    block_norm: str = "layer"
     torch_backbone: str = "resnet18"
     torch_fpn_channels: int = 64
     torch_learning_rate: float = 0.02
@@ -159,7 +163,7 @@ PROFILES = {
                      summary_interval=100,
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
                                      "garden/maskrcnn_r50_enl.yaml"),
-                     block_input_norm=False, torch_backbone="resnet50",
+                     block_input_norm=False, block_norm="batch", torch_backbone="resnet50",
                      torch_fpn_channels=256, torch_sizes=(800, 1333), torch_detector=None,
                      own_schedule=True),
 }

@@ -203,8 +203,8 @@ class TorchRunner:
                 "--variant", TORCH_VARIANTS[model], "--min-size", str(min_size),
                 "--max-size", str(max_size), "--seed", str(seed)]
         if model == "enl" and profile.block_input_norm:
-            # As the garden YAML's decoder option (Profile.block_input_norm).
-            args.append("--block-input-norm")
+            # As the garden YAML's decoder options (Profile.block_input_norm, block_norm).
+            args += ["--block-input-norm", "--block-norm", profile.block_norm]
         if profile.torch_detector is not None:
             # Anchors, proposals and heads as the garden YAML (Profile.torch_detector).
             args += profile.torch_detector.train_args()

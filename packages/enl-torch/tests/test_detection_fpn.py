@@ -21,7 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 import enl_torch
 from enl_core.testing import assert_close
 from enl_torch.detection import ENLFeaturePyramidNetwork, block_factory
-from enl_torch.detection.fpn import NormalizedInputBlock
+from enl_torch.detection.fpn import ChannelLayerNorm, NormalizedInputBlock
 
 IN_CHANNELS = [8, 16, 32, 64]  # C2..C5
 OUT_CHANNELS = 16
@@ -153,6 +153,8 @@ def test_scriptable_and_same_output():
     ({"block_kwargs": {"dct_size": 0}}, ValueError, "dct_size"),
     ({"block_input_norm": 1}, TypeError, "`block_input_norm` must be a bool, received 1"),
     ({"block_input_norm": "yes"}, TypeError, "`block_input_norm` must be a bool"),
+    ({"block_input_norm": True, "block_norm": "group"}, ValueError,
+     "`block_norm` must be one of .*received 'group'"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -287,3 +289,44 @@ def test_block_input_norm_scriptable_and_same_output(training):
 def test_normalized_input_block_rejects_non_modules():
     with pytest.raises(TypeError, match="`norm` must be an nn.Module"):
         NormalizedInputBlock(nn.Identity(), "batch")
+
+
+# --- block_norm="layer": a layer norm over channels, no running statistics ---------
+
+def test_channel_layer_norm_normalises_each_position_over_channels():
+    norm = ChannelLayerNorm(OUT_CHANNELS).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, OUT_CHANNELS, 5, 7, dtype=torch.float64) * 10.0 + 4.0
+    mean = x.mean(dim=1, keepdim=True)
+    var = x.var(dim=1, unbiased=False, keepdim=True)
+    expected = ((x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1)
+                + norm.bias.view(1, -1, 1, 1))
+    with torch.no_grad():
+        assert_close(norm.train()(x), expected, "float64")
+        assert_close(norm.eval()(x), expected, "float64")  # no running statistics
+    assert set(norm.state_dict()) == {"weight", "bias"}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("training", [True, False])
+def test_layer_block_norm_at_init_equals_torchvision_fpn_and_scripts(training):
+    fpn = make_fpn(block_input_norm=True, block_norm="layer")
+    wrapped = [m for m in fpn.top_down_blocks if isinstance(m, NormalizedInputBlock)]
+    assert len(wrapped) == 3 and all(isinstance(m.norm, ChannelLayerNorm) for m in wrapped)
+    assert "block_norm='layer'" in repr(fpn)
+    plain = FeaturePyramidNetwork(IN_CHANNELS, OUT_CHANNELS, LastLevelMaxPool()).double()
+    fpn.load_state_dict(plain.state_dict(), strict=False)
+    fpn.train(training)
+    plain.train(training)
+    x = features(seed=11)
+    with torch.no_grad():
+        for a, e in zip(fpn(x).values(), plain(x).values(), strict=True):
+            assert torch.equal(a, e)
+    trained = make_fpn(block_input_norm=True, block_norm="layer",
+                       block_kwargs={"zero_init": False}).train(training)
+    scripted = torch.jit.script(trained)
+    with torch.no_grad():
+        for a, e in zip(scripted(x).values(), trained(x).values(), strict=True):
+            assert_close(a, e, "float64")

@@ -330,7 +330,7 @@ def test_resume_refuses_other_settings(overfit_run, tmp_path, capsys):
 
 def test_model_flags_build_the_main_jobs_cpu_detector(data_dir, tmp_path):
     """--backbone resnet18 --fpn-channels 64 --block-input-norm reach the builder."""
-    from enl_torch.detection.fpn import NormalizedInputBlock
+    from enl_torch.detection.fpn import ChannelLayerNorm, NormalizedInputBlock
 
     base = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--backbone", "resnet18",
             "--fpn-channels", "64"]
@@ -344,6 +344,12 @@ def test_model_flags_build_the_main_jobs_cpu_detector(data_dir, tmp_path):
     assert not any(isinstance(m, NormalizedInputBlock) for m in plain.modules())
     defaults = train.build_parser().parse_args(base[:4])
     assert (defaults.block_input_norm, defaults.fpn_channels) == (False, 256)
+    assert defaults.block_norm == "batch" and isinstance(wrapped[0].norm, torch.nn.BatchNorm2d)
+    layer = train.build_model(train.build_parser().parse_args(
+        [*base, "--block-input-norm", "--block-norm", "layer"]), num_classes=4)
+    norms = [m.norm for m in layer.backbone.fpn.top_down_blocks
+             if isinstance(m, NormalizedInputBlock)]
+    assert len(norms) == 3 and all(isinstance(n, ChannelLayerNorm) for n in norms)
 
 
 def test_resume_checks_the_new_model_flags(overfit_run, tmp_path, capsys):

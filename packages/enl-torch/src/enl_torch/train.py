@@ -44,6 +44,7 @@ from torchvision.ops import misc as misc_nn_ops
 from enl_torch.data.coco import CocoDetection, find_split
 from enl_torch.detection.backbones import BACKBONES, FPN_OUT_CHANNELS
 from enl_torch.detection.builders import MODEL_BUILDERS, VARIANTS
+from enl_torch.detection.fpn import BLOCK_NORMS
 from enl_torch.training import checkpoint as ckpt
 from enl_torch.training.distributed import (
     DistributedContext,
@@ -60,13 +61,15 @@ from enl_torch.training.schedule import warmup_multistep_scheduler
 NORM_LAYERS = {"auto": None, "batch": nn.BatchNorm2d, "frozen": misc_nn_ops.FrozenBatchNorm2d}
 # Arguments that must not change when a run is resumed (the rest may, e.g. --steps).
 RESUME_INVARIANTS = ("model", "backbone", "variant", "block_levels", "block_input_norm",
+                     "block_norm",
                      "fpn_channels", "anchor_sizes", "aspect_ratios", "box_head_fc_dims",
                      "mask_head_channels", "model_kwarg", "min_size",
                      "max_size", "norm", "trainable_backbone_layers", "seed", "hflip_prob",
                      "lr", "momentum", "weight_decay", "warmup_steps", "warmup_factor",
                      "lr_milestones", "gamma")
 # Checkpoints written before these options existed were trained with their defaults.
-INVARIANT_DEFAULTS = {"block_input_norm": False, "fpn_channels": FPN_OUT_CHANNELS,
+INVARIANT_DEFAULTS = {"block_input_norm": False, "block_norm": "batch",
+                      "fpn_channels": FPN_OUT_CHANNELS,
                       "anchor_sizes": None, "aspect_ratios": None, "box_head_fc_dims": None,
                       "mask_head_channels": None}
 
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--block-input-norm", action="store_true",
                        help="TD variants: each FPN block's branch sees a batch-normalised input, "
                             "x + block(BN(x)) - BN(x) (Model Garden's block_input_norm)")
+    model.add_argument("--block-norm", choices=BLOCK_NORMS, default="batch",
+                       help="the norm of --block-input-norm: batch, or layer (a layer norm "
+                            "over channels, no running statistics; Model Garden's block_norm)")
     model.add_argument("--fpn-channels", type=int, default=FPN_OUT_CHANNELS,
                        help="FPN width (the blocks run at it)")
     # Sizes of the detector's parts (default: torchvision's); the scalar ones
@@ -199,7 +205,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
                    weights=args.weights, weights_backbone=args.weights_backbone,
                    trainable_backbone_layers=args.trainable_backbone_layers,
                    block_levels=tuple(args.block_levels), block_input_norm=args.block_input_norm,
-                   fpn_channels=args.fpn_channels, norm_layer=NORM_LAYERS[args.norm],
+                   block_norm=args.block_norm, fpn_channels=args.fpn_channels,
+                   norm_layer=NORM_LAYERS[args.norm],
                    min_size=args.min_size, max_size=args.max_size, **sized,
                    **dict(args.model_kwarg))
 

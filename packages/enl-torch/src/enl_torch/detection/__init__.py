@@ -17,14 +17,21 @@ from enl_torch.detection.builders import (
     fasterrcnn_enl_resnet_fpn,
     maskrcnn_enl_resnet_fpn,
 )
-from enl_torch.detection.fpn import ENLFeaturePyramidNetwork, block_factory
+from enl_torch.detection.fpn import (
+    ChannelLayerNorm,
+    ENLFeaturePyramidNetwork,
+    NormalizedInputBlock,
+    block_factory,
+)
 
 __all__ = [
     "BACKBONES",
     "MODEL_BUILDERS",
     "VARIANTS",
     "VARIANT_LABELS",
+    "ChannelLayerNorm",
     "ENLFeaturePyramidNetwork",
+    "NormalizedInputBlock",
     "block_factory",
     "fasterrcnn_enl_resnet_fpn",
     "maskrcnn_enl_resnet_fpn",

@@ -33,6 +33,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from enl_torch.detection.fpn import (
+    BLOCK_NORMS,
     DEFAULT_BLOCK_LEVELS,
     BlockFactory,
     ENLFeaturePyramidNetwork,
@@ -94,6 +95,7 @@ def resnet_enl_fpn_backbone(
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
     block_input_norm: bool = False,
+    block_norm: str = "batch",
     fpn_channels: int = FPN_OUT_CHANNELS,
     backbone_state_dict: Mapping[str, Any] | None = None,
 ) -> BackboneWithFPN:
@@ -116,6 +118,8 @@ def resnet_enl_fpn_backbone(
             ``x + block(BN(x)) - BN(x)`` (see
             :class:`~enl_torch.detection.fpn.ENLFeaturePyramidNetwork`); only
             with an ``fpn_block`` (it changes nothing without one).
+        block_norm: that norm: ``"batch"`` or ``"layer"`` (a layer norm over
+            channels, no running statistics).
         fpn_channels: FPN width (torchvision's is 256); the blocks run at it.
         backbone_state_dict: ImageNet weights of the plain ResNet (e.g. a
             torchvision ``resnet50`` checkpoint) loaded before the blocks are
@@ -126,8 +130,9 @@ def resnet_enl_fpn_backbone(
         returning ``"0".."3"`` (P2..P5) and ``"pool"`` (P6).
 
     Raises:
-        ValueError: unknown ``backbone_name``, bad ``trainable_layers`` or
-            ``fpn_channels``, or a state dict that does not fit the ResNet.
+        ValueError: unknown ``backbone_name``, bad ``trainable_layers``,
+            ``fpn_channels`` or ``block_norm``, or a state dict that does not
+            fit the ResNet.
         TypeError: ``block_input_norm`` is not a bool.
     """
     if backbone_name not in BACKBONES:
@@ -142,6 +147,8 @@ def resnet_enl_fpn_backbone(
     if not isinstance(block_input_norm, bool):
         raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
                         f"of type {type(block_input_norm).__name__}")
+    if block_norm not in BLOCK_NORMS:
+        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
     body = BACKBONES[backbone_name](weights=None, norm_layer=norm_layer)
     if backbone_state_dict is not None:
         _load_imagenet_weights(body, backbone_state_dict, backbone_name)
@@ -160,7 +167,7 @@ def resnet_enl_fpn_backbone(
         backbone.fpn = ENLFeaturePyramidNetwork(
             in_channels_list, fpn_channels, extra_blocks=LastLevelMaxPool(), levels=(2, 3, 4, 5),
             block_levels=block_levels, block=fpn_block, block_kwargs=block_kwargs,
-            block_input_norm=block_input_norm)
+            block_input_norm=block_input_norm, block_norm=block_norm)
     elif fpn_channels != FPN_OUT_CHANNELS:
         backbone.fpn = FeaturePyramidNetwork(in_channels_list, fpn_channels,
                                              extra_blocks=LastLevelMaxPool())

@@ -93,7 +93,8 @@ def _trainable_layers(value: int | None, pretrained: bool) -> int:
 def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
            num_classes: int | None, weights_backbone: WeightsLike,
            trainable_backbone_layers: int | None, block_levels: Sequence[int],
-           block_kwargs: Mapping[str, Any] | None, block_input_norm: bool, fpn_channels: int,
+           block_kwargs: Mapping[str, Any] | None, block_input_norm: bool, block_norm: str,
+           fpn_channels: int,
            norm_layer: Callable[..., nn.Module] | None,
            anchor_sizes: Sequence[float] | None, aspect_ratios: Sequence[float] | None,
            box_head_fc_dims: Sequence[int] | None, mask_head_channels: Sequence[int] | None,
@@ -123,7 +124,7 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
         trainable_layers=_trainable_layers(trainable_backbone_layers, pretrained),
         bottom_up_nonlocal=spec["bottom_up_nonlocal"], fpn_block=spec["fpn_block"],
         block_levels=block_levels, block_kwargs=block_kwargs, block_input_norm=block_input_norm,
-        fpn_channels=fpn_channels, backbone_state_dict=backbone_state)
+        block_norm=block_norm, fpn_channels=fpn_channels, backbone_state_dict=backbone_state)
     sized = _sized_parts(model_cls, backbone, num_classes, anchor_sizes, aspect_ratios,
                          box_head_fc_dims, mask_head_channels, kwargs)
     if "box_predictor" in sized and "box_predictor" not in kwargs:
@@ -187,6 +188,7 @@ def fasterrcnn_enl_resnet_fpn(
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
     block_input_norm: bool = False,
+    block_norm: str = "batch",
     fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
     anchor_sizes: Sequence[float] | None = None,
@@ -219,6 +221,8 @@ def fasterrcnn_enl_resnet_fpn(
             input, ``x + block(BN(x)) - BN(x)`` (Model Garden's ``block_input_norm``;
             it kept +3ENL TD from diverging when trained from scratch). Default
             False, the paper's placement; no effect on ``baseline`` / ``1nl_bu``.
+        block_norm: the norm of ``block_input_norm``: ``"batch"`` (default) or
+            ``"layer"`` (a layer norm over channels, no running statistics).
         fpn_channels: FPN width; default 256 (torchvision's).
         norm_layer: backbone norm; default ``FrozenBatchNorm2d`` with pretrained
             weights, else ``BatchNorm2d`` (torchvision's rule).
@@ -254,7 +258,8 @@ def fasterrcnn_enl_resnet_fpn(
                   num_classes=num_classes, weights_backbone=weights_backbone,
                   trainable_backbone_layers=trainable_backbone_layers,
                   block_levels=block_levels, block_kwargs=block_kwargs,
-                  block_input_norm=block_input_norm, fpn_channels=fpn_channels,
+                  block_input_norm=block_input_norm, block_norm=block_norm,
+                  fpn_channels=fpn_channels,
                   norm_layer=norm_layer, anchor_sizes=anchor_sizes,
                   aspect_ratios=aspect_ratios, box_head_fc_dims=box_head_fc_dims,
                   # torchvision passes unknown kwargs on to its transform, which
@@ -273,6 +278,7 @@ def maskrcnn_enl_resnet_fpn(
     block_levels: Sequence[int] = DEFAULT_BLOCK_LEVELS,
     block_kwargs: Mapping[str, Any] | None = None,
     block_input_norm: bool = False,
+    block_norm: str = "batch",
     fpn_channels: int = FPN_OUT_CHANNELS,
     norm_layer: Callable[..., nn.Module] | None = None,
     anchor_sizes: Sequence[float] | None = None,
@@ -306,7 +312,8 @@ def maskrcnn_enl_resnet_fpn(
                   num_classes=num_classes, weights_backbone=weights_backbone,
                   trainable_backbone_layers=trainable_backbone_layers,
                   block_levels=block_levels, block_kwargs=block_kwargs,
-                  block_input_norm=block_input_norm, fpn_channels=fpn_channels,
+                  block_input_norm=block_input_norm, block_norm=block_norm,
+                  fpn_channels=fpn_channels,
                   norm_layer=norm_layer, anchor_sizes=anchor_sizes,
                   aspect_ratios=aspect_ratios, box_head_fc_dims=box_head_fc_dims,
                   mask_head_channels=mask_head_channels, kwargs=kwargs)

@@ -26,7 +26,12 @@ input and nothing normalises the merged top-down feature, so a chain of blocks
 trained from scratch can amplify what the coarser block passes down until it
 diverges; the norm bounds each block's input while the un-normalised stream
 still flows on. With the zero-initialised ``out`` projection ``z == x``
-exactly at initialisation, in training and in eval mode.
+exactly at initialisation, in training and in eval mode. ``block_norm`` picks
+the norm, as the Keras decoder's option does: ``"batch"`` (the FPN's
+``norm_layer``, else ``BatchNorm2d``) or ``"layer"`` (:class:`ChannelLayerNorm`,
+a layer norm over the channels of each position: no running statistics, so
+eval mode normalises as training does; batch norm's running statistics lag
+behind training early on, and the cubic affinity amplifies the mismatch).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
 BLOCK_TYPES = ("enl", "nl")
+BLOCK_NORMS = ("batch", "layer")
 DEFAULT_BLOCK_LEVELS = (5, 4, 3)
 
 BlockFactory = Callable[[int], nn.Module]
@@ -88,6 +94,33 @@ def block_factory(block: str | BlockFactory, block_kwargs: Mapping[str, Any] | N
         raise TypeError(f"`block_kwargs` only applies to a named block ({BLOCK_TYPES}); "
                         f"received {kwargs!r} with block={block!r}")
     return block
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over the channels of each position of an NCHW map.
+
+    ``nn.LayerNorm`` normalises trailing dimensions, so the map is moved to
+    NHWC and back. The twin of ``tf_keras.layers.LayerNormalization(axis=-1)``
+    on Model Garden's channels-last maps (``block_norm="layer"``).
+
+    Args:
+        channels: C.
+        eps: added to the variance (``nn.LayerNorm``'s default).
+
+    Example::
+
+        norm = ChannelLayerNorm(64)
+        y = norm(torch.randn(2, 64, 8, 8))   # every y[b, :, i, j] has mean 0, std 1
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # F.layer_norm, not super().forward: TorchScript has no super() calls.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 class NormalizedInputBlock(nn.Module):
@@ -163,6 +196,8 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
             ``norm_layer(out_channels)`` when ``norm_layer`` is given, else
             ``nn.BatchNorm2d(out_channels)``, one per block level. Default False
             (the paper's placement); see the module docstring.
+        block_norm: the norm of ``block_input_norm``: ``"batch"`` (default,
+            as above) or ``"layer"`` (:class:`ChannelLayerNorm`).
 
     Attributes:
         top_down_blocks: ``nn.ModuleList`` aligned with the inputs; ``nn.Identity``
@@ -195,10 +230,13 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         block: str | BlockFactory = "enl",
         block_kwargs: Mapping[str, Any] | None = None,
         block_input_norm: bool = False,
+        block_norm: str = "batch",
     ) -> None:
         if not isinstance(block_input_norm, bool):
             raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
                             f"of type {type(block_input_norm).__name__}")
+        if block_norm not in BLOCK_NORMS:
+            raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
         super().__init__(in_channels_list, out_channels, extra_blocks, norm_layer)
         num_inputs = len(in_channels_list)
         levels = tuple(range(2, 2 + num_inputs)) if levels is None else _levels(
@@ -218,7 +256,11 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         self.levels = levels
         self.block_levels = tuple(sorted(block_levels, reverse=True))
         self.block_input_norm = block_input_norm
-        make_norm = norm_layer if norm_layer is not None else nn.BatchNorm2d
+        self.block_norm = block_norm
+        if block_norm == "layer":
+            make_norm = ChannelLayerNorm
+        else:
+            make_norm = norm_layer if norm_layer is not None else nn.BatchNorm2d
 
         def placed(level: int) -> nn.Module:
             if level not in block_levels:
@@ -275,4 +317,4 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
 
     def extra_repr(self) -> str:
         return (f"levels={self.levels}, block_levels={self.block_levels}, "
-                f"block_input_norm={self.block_input_norm}")
+                f"block_input_norm={self.block_input_norm}, block_norm={self.block_norm!r}")
