@@ -81,6 +81,14 @@ def test_profiled_grid_is_n_16384_or_the_largest_below():
     assert profile_side((192, 256)) == 192
 
 
+def test_profiled_grids_add_the_largest():
+    from enl_experiments.bench.scaling import profile_sides
+
+    assert profile_sides((32, 64, 128, 256)) == [128, 256]
+    assert profile_sides((32, 64, 128)) == [128]
+    assert profile_sides((48,)) == [48]
+
+
 def test_entries_the_targets_need_ignore_the_time_limit():
     slow = _case("nl_embedded_gaussian", 128, "forward_backward")
     assert cases.classify(slow, LIMIT, None, 1e9, 3.0).status == "skipped"

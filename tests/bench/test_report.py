@@ -72,3 +72,19 @@ def test_readme_snippet(tmp_path, capsys):
     assert "Cost table (paper Table 3), 832x1088" in text
     assert "| 65,536 | forward |" in text and "infeasible" in text
     assert "Targets of issue 7:" in text
+
+
+def test_profiles_of_every_grid_are_rendered():
+    def profiled(side, op):
+        return {"side": side, "repeats": 3, "total_self_s": 0.5,
+                "top": [{"op": op, "share": 0.75, "calls": 6}]}
+
+    section = scaling_section()
+    section["profile"] = {"forward": profiled(128, "aten::bmm"),
+                          "forward_backward": profiled(128, "aten::mm"),
+                          "forward@256": profiled(256, "aten::copy_"),
+                          "forward_backward@256": {"error": "N = 65,536: RuntimeError: boom"}}
+    text = report.scaling_section("torch", section)
+    assert "- forward, N = 16,384, 3 calls, 500 ms in total: `aten::bmm` 75% (6 calls)." in text
+    assert "- forward, N = 65,536, 3 calls, 500 ms in total: `aten::copy_` 75%" in text
+    assert "- forward + backward: N = 65,536: RuntimeError: boom" in text

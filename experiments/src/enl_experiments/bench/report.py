@@ -138,7 +138,8 @@ def scaling_section(framework: str, section: dict) -> str:
     profile = section.get("profile", {})
     if profile:
         out += ["", "**Where ENL's time goes** (op-level profile, self time share):", ""]
-        for mode, result in profile.items():
+        for key, result in profile.items():
+            mode = key.split("@")[0]  # "forward@256": the same mode on another grid
             if mode not in MODE_TITLES:
                 out.append(f"- {result}")
             elif "error" in result:
