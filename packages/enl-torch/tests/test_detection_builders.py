@@ -62,6 +62,17 @@ def meta_models():
     return models
 
 
+def _assert_same_outputs(enl, baseline):
+    """Same pyramid and same detections on one image: the added blocks are the identity."""
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, e in zip(enl.backbone(image).values(), baseline.backbone(image).values(),
+                        strict=True):
+            assert torch.equal(a, e)
+        for a, e in zip(enl([image[0]]), baseline([image[0]]), strict=True):
+            assert all(torch.equal(a[k], e[k]) for k in e)
+
+
 @pytest.mark.parametrize("head", sorted(BUILDERS))
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_variant_builds_with_the_predicted_parameter_delta(meta_models, head, backbone):
@@ -154,13 +165,7 @@ def test_plain_detector_weights_load_and_the_enl_detector_starts_as_it(tmp_path)
     enl = maskrcnn_enl_resnet_fpn(variant="3enl_td", weights=str(path), **SMALL).eval()
     assert enl.roi_heads.box_predictor.cls_score.out_features == 3  # read from the file
     assert isinstance(enl.backbone.body.layer1[0].bn1, FrozenBatchNorm2d)  # pretrained rule
-    image = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        for a, e in zip(enl.backbone(image).values(), baseline.backbone(image).values(),
-                        strict=True):
-            assert torch.equal(a, e)
-        for a, e in zip(enl([image[0]]), baseline([image[0]]), strict=True):
-            assert all(torch.equal(a[k], e[k]) for k in e)
+    _assert_same_outputs(enl, baseline)
 
 
 @pytest.mark.parametrize("head", sorted(BUILDERS))
@@ -207,13 +212,7 @@ def test_plain_weights_load_into_block_input_norm_and_it_starts_as_the_plain_det
     new_keys = set(enl.state_dict()) - set(baseline.state_dict())
     assert any(".norm.running_var" in k for k in new_keys)
     assert all(k.startswith("backbone.fpn.top_down_blocks.") for k in new_keys)
-    image = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        for a, e in zip(enl.backbone(image).values(), baseline.backbone(image).values(),
-                        strict=True):
-            assert torch.equal(a, e)
-        for a, e in zip(enl([image[0]]), baseline([image[0]]), strict=True):
-            assert all(torch.equal(a[k], e[k]) for k in e)
+    _assert_same_outputs(enl, baseline)
 
 
 @pytest.mark.parametrize(("backbone", "variant", "norm"), [
