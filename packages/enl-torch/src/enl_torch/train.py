@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--variant", choices=sorted(VARIANTS), default="3enl_td")
     model.add_argument("--block-levels", type=int, nargs="+", default=[5, 4, 3])
     model.add_argument("--block-input-norm", action="store_true",
-                       help="TD variants: each FPN block's branch sees a batch-normalised input, "
-                            "x + block(BN(x)) - BN(x) (Model Garden's block_input_norm)")
+                       help="TD variants: each FPN block's branch sees a normalised input, "
+                            "x + block(n) - n, n = norm(x) (Model Garden's block_input_norm; "
+                            "the norm is --block-norm)")
     model.add_argument("--block-norm", choices=BLOCK_NORMS, default="batch",
                        help="the norm of --block-input-norm: batch, or layer (a layer norm "
                             "over channels, no running statistics; Model Garden's block_norm)")

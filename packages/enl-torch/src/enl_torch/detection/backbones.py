@@ -33,11 +33,11 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from enl_torch.detection.fpn import (
-    BLOCK_NORMS,
     DEFAULT_BLOCK_LEVELS,
     BlockFactory,
     ENLFeaturePyramidNetwork,
     block_factory,
+    check_block_input_norm,
 )
 
 # The paper's backbones (R50, R101, X101 rows) and their torchvision constructors,
@@ -114,8 +114,8 @@ def resnet_enl_fpn_backbone(
             factory, applied on the top-down stream at ``block_levels``.
         block_levels: FPN levels that get a block (C2..C5 are levels 2..5).
         block_kwargs: keyword arguments for a named ``fpn_block``.
-        block_input_norm: each FPN block's branch sees a batch-normalised input,
-            ``x + block(BN(x)) - BN(x)`` (see
+        block_input_norm: each FPN block's branch sees a normalised input,
+            ``x + block(n) - n`` with ``n = norm(x)`` (see
             :class:`~enl_torch.detection.fpn.ENLFeaturePyramidNetwork`); only
             with an ``fpn_block`` (it changes nothing without one).
         block_norm: that norm: ``"batch"`` or ``"layer"`` (a layer norm over
@@ -144,11 +144,7 @@ def resnet_enl_fpn_backbone(
                          f"{trainable_layers!r}")
     if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
         raise ValueError(f"`fpn_channels` must be a positive int, received {fpn_channels!r}")
-    if not isinstance(block_input_norm, bool):
-        raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
-                        f"of type {type(block_input_norm).__name__}")
-    if block_norm not in BLOCK_NORMS:
-        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
+    check_block_input_norm(block_input_norm, block_norm)
     body = BACKBONES[backbone_name](weights=None, norm_layer=norm_layer)
     if backbone_state_dict is not None:
         _load_imagenet_weights(body, backbone_state_dict, backbone_name)

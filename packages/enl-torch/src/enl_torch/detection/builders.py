@@ -20,8 +20,8 @@ files (or state dicts).
 
 Two options beyond the paper, for the CPU-sized main job: ``fpn_channels``
 (the FPN width, torchvision's 256 by default) and ``block_input_norm`` (each FPN
-block's branch sees a batch-normalised input, mirroring the Model Garden
-decoder option of the same name; its norm keys
+block's branch sees a normalised input, batch or layer norm by ``block_norm``,
+mirroring the Model Garden decoder options of the same names; its norm keys
 ``backbone.fpn.top_down_blocks.<i>.norm.*`` are new keys like the blocks', so a
 plain checkpoint still loads).
 
@@ -217,8 +217,8 @@ def fasterrcnn_enl_resnet_fpn(
             Unlike torchvision, honoured without pretrained weights too.
         block_levels: FPN levels with a block (TD variants); default (5, 4, 3).
         block_kwargs: keyword arguments for the FPN blocks (``ENL`` / ``NonLocal``).
-        block_input_norm: TD variants: each block's branch sees a batch-normalised
-            input, ``x + block(BN(x)) - BN(x)`` (Model Garden's ``block_input_norm``;
+        block_input_norm: TD variants: each block's branch sees a normalised
+            input, ``x + block(n) - n``, ``n = norm(x)`` (Model Garden's ``block_input_norm``;
             it kept +3ENL TD from diverging when trained from scratch). Default
             False, the paper's placement; no effect on ``baseline`` / ``1nl_bu``.
         block_norm: the norm of ``block_input_norm``: ``"batch"`` (default) or

@@ -96,6 +96,16 @@ def block_factory(block: str | BlockFactory, block_kwargs: Mapping[str, Any] | N
     return block
 
 
+def check_block_input_norm(block_input_norm, block_norm) -> None:
+    """Raises naming ``block_input_norm`` (not a bool) or ``block_norm`` (not in
+    :data:`BLOCK_NORMS`); the FPN and the backbone builder share it."""
+    if not isinstance(block_input_norm, bool):
+        raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
+                        f"of type {type(block_input_norm).__name__}")
+    if block_norm not in BLOCK_NORMS:
+        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
+
+
 class ChannelLayerNorm(nn.LayerNorm):
     """Layer norm over the channels of each position of an NCHW map.
 
@@ -232,11 +242,7 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         block_input_norm: bool = False,
         block_norm: str = "batch",
     ) -> None:
-        if not isinstance(block_input_norm, bool):
-            raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
-                            f"of type {type(block_input_norm).__name__}")
-        if block_norm not in BLOCK_NORMS:
-            raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
+        check_block_input_norm(block_input_norm, block_norm)
         super().__init__(in_channels_list, out_channels, extra_blocks, norm_layer)
         num_inputs = len(in_channels_list)
         levels = tuple(range(2, 2 + num_inputs)) if levels is None else _levels(

@@ -36,7 +36,7 @@ class ENLFPN(decoders.FPN):
         inter_channels: C' of every block; None means num_filters // 2.
         dct_size: (kH, kW) low DCT frequencies of the position term (ENL only).
         position_encoding: ENL's relative-position term (eq. 9); ENL only.
-        block_input_norm: each block's branch sees a batch-normalised input,
+        block_input_norm: each block's branch sees a normalised input,
             ``x + block(norm(x)) - norm(x)``; off (the paper's placement) by
             default. ENL's affinity is cubic in its input, so from scratch the
             un-normalised coarse-to-fine stack can diverge.
