@@ -8,10 +8,10 @@ process, every hop through the framework's own weight file:
 
 and, besides, Keras 3 on torch reads the very ``.keras`` file Keras 3 on
 TensorFlow wrote, and the PyTorch worker converts the tf_keras checkpoint and
-that ``.keras`` file with ``enl_torch.convert`` (``tf_checkpoint_to_npz``,
-``keras_file_to_npz``: what a PyTorch user runs on Model Garden / Keras
-files; a fixed d, configuration rather than a variable, comes from the model
-config). At each hop the worker loads what the source hop exported (its
+that ``.keras`` file to ``.npz`` with ``enl_keras.interchange``
+(``tf_checkpoint_to_npz``, ``keras_file_to_npz``: what a PyTorch user runs on
+Model Garden / Keras files; a fixed d, configuration rather than a variable,
+comes from the model config). At each hop the worker loads what the source hop exported (its
 ``load_npz``, or the foreign file), runs the block, saves its native file,
 reloads it into a fresh block, runs that and exports ``save_npz``.
 
@@ -52,7 +52,7 @@ SPECS = {
 }
 # Rounds of hops: (hop, implementation, source hop, what is read from the
 # source: its exported "npz", its "native" file, or its native file through
-# an enl_torch.convert reader). A round's hops run side by side.
+# an enl_keras.interchange reader). A round's hops run side by side.
 ROUNDS = (
     (("core-in", "core", None, "npz"),),
     (("keras-tensorflow", "keras-tensorflow", "core-in", "npz"),),

@@ -15,7 +15,7 @@ import parity_worker
 
 from enl_core import params as enl_params
 
-torch = enl_torch = None  # imported by setup(), inside the worker only
+torch = enl_torch = interchange = None  # imported by setup(), inside the worker only
 
 
 def _nchw(x):
@@ -35,14 +35,13 @@ class TorchAdapter(parity_worker.Adapter):
         import torchvision  # noqa: F401 - before tensorflow: the other order segfaults
 
         import enl_torch
-        import enl_torch.convert  # noqa: F401
 
         torch.set_num_threads(1)
-        # enl_torch.convert reads TF checkpoints and .keras files with
-        # tensorflow / keras, imported when first called; importing them here
-        # overlaps their seconds with the other workers' start-up.
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        # A torch user converts TF checkpoints and .keras files to .npz with
+        # enl_keras.interchange (Keras 3 on TensorFlow, imported after torch);
+        # importing it here overlaps its seconds with the other workers' start-up.
+        global interchange
+        from enl_keras import interchange
 
     def _construct(self, spec, weights):
         layer_name, kwargs = parity_worker.block_arguments(spec, weights)
@@ -124,9 +123,9 @@ class TorchAdapter(parity_worker.Adapter):
 
     def load_foreign(self, spec, source, x, directory, config):
         if "tf_checkpoint" in source:
-            files = enl_torch.convert.tf_checkpoint_to_npz(source["tf_checkpoint"], directory)
+            files = interchange.tf_checkpoint_to_npz(source["tf_checkpoint"], directory)
         elif "keras_file" in source:
-            files = enl_torch.convert.keras_file_to_npz(source["keras_file"], directory)
+            files = interchange.keras_file_to_npz(source["keras_file"], directory)
         else:
             raise ValueError(f"{self.name} converts TF checkpoints and .keras files, "
                              f"received {source}")

@@ -1,6 +1,8 @@
 """Run by test_convert.py in its own process: torch first, then Keras 3 (TF
 backend) and tf_keras, the one import order that is safe (importing
-torchvision after tensorflow segfaults). Writes WORK_DIR/results.json (exact
+torchvision after tensorflow segfaults). The Keras files and the TF
+checkpoint are converted by ``enl_keras.interchange``, the torch side reads
+and writes the ``.npz`` layout only. Writes WORK_DIR/results.json (exact
 weight equality per transfer) and WORK_DIR/outputs.npz (``<check>.torch`` and
 ``<check>.keras`` outputs on the same input) for the test to judge.
 
@@ -18,13 +20,13 @@ import torch  # noqa: I001  (torch before tensorflow, on purpose)
 
 import enl_core
 import enl_torch
-from enl_torch import convert
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import tf_keras  # noqa: E402
 
 import enl_keras  # noqa: E402
+from enl_keras import interchange  # noqa: E402
 from enl_keras.garden import layers as garden  # noqa: E402
 
 WORK = sys.argv[1]
@@ -73,15 +75,17 @@ for family, module in (("keras", enl_keras), ("tf_keras", garden)):
         layer = getattr(module, name)(**kwargs)
         layer(x_nhwc)
         layer.set_block_weights(params.astype(np.float32))
-        # Keras -> torch (module built from the layer's config)
-        block = convert.keras_to_torch(layer)
+        # Keras -> torch (a torch block with the same arguments)
+        torch_kwargs = {**kwargs, "dct_size": tuple(kwargs.get("dct_size", (9, 9)))}
+        block = getattr(enl_torch, name)(12, **torch_kwargs)
+        block.set_block_weights(layer.get_block_weights())
         tag = f"{family}.{case}"
         results[f"{tag}.to_torch.exact"] = same_weights(block.get_block_weights(),
                                                         layer.get_block_weights())
         record(f"{tag}.to_torch", torch_out(block), layer(x_nhwc))
-        # torch -> Keras (fresh layer built from the torch block's config)
-        twin = getattr(module, name)(**convert.keras_config_from_torch(block))
-        convert.torch_to_keras(block, twin)
+        # torch -> Keras (a fresh, unbuilt layer)
+        twin = getattr(module, name)(**kwargs)
+        twin.set_block_weights(block.get_block_weights())
         results[f"{tag}.to_keras.exact"] = same_weights(twin.get_block_weights(),
                                                         block.get_block_weights())
         record(f"{tag}.to_keras", torch_out(block), twin(x_nhwc))
@@ -93,7 +97,7 @@ outputs = enl_keras.NonLocal(zero_init=False, name="nl_b")(hidden)
 model = keras.Model(inputs, outputs)
 model_path = os.path.join(WORK, "model.keras")
 model.save(model_path)
-files = convert.keras_file_to_npz(model_path, os.path.join(WORK, "from_keras"))
+files = interchange.keras_file_to_npz(model_path, os.path.join(WORK, "from_keras"))
 torch_model = torch.nn.Sequential(enl_torch.ENL(12, dct_weights="learnable"),
                                   enl_torch.NonLocal(12))
 torch_model[0].load_npz(files["enl_a"])
@@ -106,8 +110,8 @@ for block in torch_model:  # new weights on the torch side, then back into the f
 torch_model[0].save_npz(os.path.join(WORK, "enl_a.npz"))
 torch_model[1].save_npz(os.path.join(WORK, "nl_b.npz"))
 out_path = os.path.join(WORK, "model_from_torch.keras")
-convert.npz_to_keras_file(model_path, {"enl_a": os.path.join(WORK, "enl_a.npz"),
-                                       "nl_b": os.path.join(WORK, "nl_b.npz")}, out_path)
+interchange.npz_to_keras_file(model_path, {"enl_a": os.path.join(WORK, "enl_a.npz"),
+                                           "nl_b": os.path.join(WORK, "nl_b.npz")}, out_path)
 reloaded = keras.saving.load_model(out_path, compile=False)
 record("keras_file.from_torch", torch_out(torch_model), reloaded(x_nhwc))
 
@@ -122,7 +126,7 @@ for number, layer in enumerate(tf_model.layers[1:]):
         dct_weights="random" if number == 0 else None).astype(np.float32))
 checkpoint = os.path.join(WORK, "ckpt", "weights")
 tf_model.save_weights(checkpoint)
-found = convert.tf_checkpoint_to_npz(checkpoint, os.path.join(WORK, "from_ckpt"))
+found = interchange.tf_checkpoint_to_npz(checkpoint, os.path.join(WORK, "from_ckpt"))
 results["tf_checkpoint.blocks"] = len(found)
 chain = torch.nn.Sequential(enl_torch.ENL(12, dct_weights="learnable"),
                             enl_torch.ENL(12, position_encoding=False))
@@ -130,7 +134,7 @@ for block, (_, path) in zip(chain, sorted(found.items()), strict=True):
     block.load_npz(path)
 record("tf_checkpoint.to_torch", torch_out(chain), tf_model(x_nhwc))
 # and the same blocks through a model object (what a Model Garden user restores)
-files = convert.keras_model_to_npz(tf_model, os.path.join(WORK, "from_tf_model"))
+files = interchange.model_to_npz(tf_model, os.path.join(WORK, "from_tf_model"))
 results["tf_model.names"] = sorted(files) == ["enl_c", "enl_d"]
 
 np.savez(os.path.join(WORK, "outputs.npz"), **recorded)

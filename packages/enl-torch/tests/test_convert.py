@@ -1,7 +1,8 @@
 """Weight transfer: torch state_dict <-> .npz <-> Keras 3 / tf_keras, exact.
 
-The Keras leg runs in a subprocess (keras_convert_worker.py) that imports torch
-before tensorflow; this process never imports keras or tensorflow.
+The Keras leg runs in a subprocess (keras_convert_worker.py, which converts
+the Keras files with enl_keras.interchange) that imports torch before
+tensorflow; this process never imports keras or tensorflow.
 """
 
 from __future__ import annotations
@@ -98,45 +99,13 @@ def test_npz_from_reference_reproduces_reference(tmp_path):
         np.testing.assert_array_equal(back.as_dict()[key], value)
 
 
-class _DuckLayer:
-    """Only what convert's duck typing reads from a built Keras block; no Keras here."""
-
-    channels = 12
-
-    def __init__(self, module, config):
-        self.module, self.config = module, config
-
-    def get_config(self):
-        return self.config
-
-    def get_block_weights(self):
-        return self.module.get_block_weights()
-
-    def set_block_weights(self, weights):
-        raise AssertionError("not called by keras_to_torch")
-
-
-def test_keras_config_round_trip_without_keras():
-    """keras_config_from_torch gives the arguments the torch constructor reads back."""
-    for module in (_random_block(dct_weights="learnable", dct_size=(3, 5)),
-                   _random_block(enl_torch.NonLocal, mode="dot_product",
-                                 position_encoding=True)):
-        config = convert.keras_config_from_torch(module)
-        twin = convert.keras_to_torch(_DuckLayer(module, config))
-        assert type(twin) is type(module)
-        assert twin.extra_repr() == module.extra_repr()
-        x = torch.randn(1, 12, 5, 6)
-        assert torch.equal(twin(x), module(x))
-    with pytest.raises(TypeError, match="layer"):
-        convert.keras_to_torch(object())
-
-
 @pytest.mark.skipif(importlib.util.find_spec("enl_keras") is None
                     or importlib.util.find_spec("tf_keras") is None,
                     reason="needs enl-keras with tensorflow and tf_keras installed")
 def test_keras_and_tf_keras_transfers_are_exact(tmp_path):
-    """Keras 3 and tf_keras blocks -> torch and back (weights bit-exact, outputs
-    within float32 tolerance), .keras files and a tf_keras checkpoint -> .npz."""
+    """Keras 3 and tf_keras blocks -> torch and back through the shared layout
+    (weights bit-exact, outputs within float32 tolerance), .keras files and a
+    tf_keras checkpoint -> .npz (enl_keras.interchange) -> torch."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(HERE / "keras_convert_worker.py"), str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=600)
