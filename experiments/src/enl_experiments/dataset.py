@@ -57,6 +57,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from enl_core.coco import CocoPaths
 from enl_core.validation import non_negative_int
 
 CATEGORIES = (
@@ -91,17 +92,6 @@ CONTROL_LABEL_RATE = {BALL: 0.3, SWIMMER: 0.6}
 _SMALL_RADIUS = {BALL: (3.0, 5.0), SWIMMER: (3.0, 5.5)}
 _DISK_VERTICES = 16
 _MAX_TRIES = 60
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetPaths:
-    """Where :func:`generate_dataset` wrote a dataset (COCO 2017 layout)."""
-
-    root: Path
-    train_images: Path
-    val_images: Path
-    train_annotations: Path
-    val_annotations: Path
 
 
 @dataclasses.dataclass
@@ -389,7 +379,7 @@ def _write_split(root: Path, subset: str, num_images: int, height: int, width: i
 
 def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(256, 256),
                      seed: int = 0, split: str = "context", image_format: str = "png",
-                     progress: bool = False) -> DatasetPaths:
+                     progress: bool = False) -> CocoPaths:
     """Writes the embedded dataset in the COCO 2017 layout under ``root``.
 
     Args:
@@ -406,7 +396,7 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
         progress: show a tqdm bar per subset.
 
     Returns:
-        :class:`DatasetPaths`.
+        :class:`enl_core.coco.CocoPaths` of the dataset (COCO 2017 layout).
 
     Raises:
         ValueError / TypeError: naming the argument and the value received.
@@ -427,7 +417,7 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
     train = _write_split(root, "train", num_train, height, width, seed, split, image_format,
                          progress)
     val = _write_split(root, "val", num_val, height, width, seed, split, image_format, progress)
-    return DatasetPaths(root, root / "train2017", root / "val2017", train, val)
+    return CocoPaths(root, root / "train2017", root / "val2017", train, val)
 
 
 def main(argv=None) -> int:

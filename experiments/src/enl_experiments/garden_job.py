@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enl_experiments.evaluation import encode_mask
+from enl_core.coco import encode_mask
 
 
 def convert(data_dir: str, out_dir: str, num_shards: int = 1) -> dict:

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from enl_core.coco import evaluate, find_dataset, load_detections
 from enl_experiments import dataset, figures, report
-from enl_experiments.evaluation import evaluate, load_detections
 from enl_experiments.profiles import PROFILES, get_profile
 from enl_experiments.runners import (
     LABELS,
@@ -83,18 +83,14 @@ def machine_description() -> str:
 
 
 def _data_paths(root: Path, tfrecords: Path) -> DataPaths:
-    annotations = root / "annotations"
-    paths = DataPaths(root, root / "train2017", root / "val2017",
-                      annotations / "instances_train2017.json",
-                      annotations / "instances_val2017.json", 0, tfrecords)
-    for path in (paths.train_images, paths.val_images, paths.train_annotations,
-                 paths.val_annotations):
-        if not path.exists():
-            raise StepFailed(f"the COCO folder {root} lacks {path.relative_to(root)} (expected "
-                             "train2017/, val2017/, annotations/instances_{train,val}2017.json)")
+    """The splits train2017 / val2017 of a COCO-layout folder (enl_core.coco's layout)."""
+    try:
+        paths = find_dataset(root, "train2017", "val2017")
+    except FileNotFoundError as error:
+        raise StepFailed(f"the COCO folder {root} is incomplete: {error}") from error
     categories = json.loads(paths.val_annotations.read_text())["categories"]
-    paths.num_classes = max(c["id"] for c in categories) + 1
-    return paths
+    return DataPaths(**dataclasses.asdict(paths),
+                     num_classes=max(c["id"] for c in categories) + 1, tfrecords=tfrecords)
 
 
 def prepare_data(args, profile) -> DataPaths:

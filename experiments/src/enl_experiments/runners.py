@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from enl_core.coco import CocoPaths
 from enl_experiments.profiles import Profile
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -90,15 +91,10 @@ def _child_env() -> dict:
     return env
 
 
-@dataclasses.dataclass
-class DataPaths:
-    """The COCO-layout data a run uses."""
+@dataclasses.dataclass(frozen=True)
+class DataPaths(CocoPaths):
+    """The COCO-layout data a run uses (the splits as enl_core.coco finds them)."""
 
-    root: Path
-    train_images: Path
-    val_images: Path
-    train_annotations: Path
-    val_annotations: Path
     num_classes: int  # largest category id + 1 (Model Garden counts the background)
     tfrecords: Path  # where the garden adapter writes the TFRecords (never inside COCO_DIR)
 

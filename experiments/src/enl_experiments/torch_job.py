@@ -96,13 +96,7 @@ def predict(out_dir: str, train_argv: list[str], queries: dict[int, tuple[float,
             image, target = val_set[index]
             image_id = int(target["image_id"])
             outputs = model([image])
-            results = detections_to_coco(outputs, [image_id], val_set.label_to_category)
-            # results["bbox"] and results["segm"] are parallel lists.
-            for k, box in enumerate(results["bbox"]):
-                detection = dict(box)
-                if results["segm"]:
-                    detection["segmentation"] = results["segm"][k]["segmentation"]
-                detections.append(detection)
+            detections += detections_to_coco(outputs, [image_id], val_set.label_to_category)
             if image_id in queries and blocks:
                 x, y = queries[image_id]
                 images = transformed["images"]

@@ -16,6 +16,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from enl_core.coco import METRICS, evaluate_with_summary
 from enl_core.testing import assert_close
 from enl_experiments.dataset import generate_dataset
 from enl_torch import train
@@ -23,7 +24,7 @@ from enl_torch.data.coco import CocoDetection, find_split
 from enl_torch.detection import fasterrcnn_enl_resnet_fpn
 from enl_torch.training.checkpoint import load_checkpoint, rng_state, set_rng_state
 from enl_torch.training.engine import BatchPlan, rank_micro_batches
-from enl_torch.training.evaluation import METRIC_NAMES, coco_metrics, detections_to_coco
+from enl_torch.training.evaluation import detections_to_coco
 from enl_torch.training.schedule import WarmupMultiStep, warmup_multistep_scheduler
 
 # pycocotools 2.x calls np.array(copy=False) on numpy 2: harmless, not ours.
@@ -120,6 +121,51 @@ def test_flips_depend_on_seed_epoch_and_index_only(data_dir):
     again.set_epoch(5)
     assert tuple(again._flip(i) for i in range(2)) == draws[5]
     assert len(set(draws)) > 1
+
+
+def _edited_annotations(data_dir, tmp_path, edit):
+    images_dir, annotation_file = find_split(str(data_dir), "train2017")
+    document = json.loads(open(annotation_file).read())
+    edit(document)
+    path = tmp_path / "instances_edited.json"
+    path.write_text(json.dumps(document))
+    return images_dir, str(path), document
+
+
+def test_boxes_outside_the_image_are_dropped_when_the_dataset_is_opened(data_dir, tmp_path):
+    """A box that clamping would make empty is no target: the reader drops it with a
+    warning naming it (enl_core.coco's rule, as the Model Garden converter), not a
+    torchvision error steps later; a box crossing the border is clamped and kept."""
+    def move(document):
+        document["annotations"][0]["bbox"] = [70.0, 10.0, 5.0, 5.0]  # right of 64 px
+        document["annotations"][1]["bbox"][2] = 200.0  # crosses the right border
+    images_dir, path, document = _edited_annotations(data_dir, tmp_path, move)
+    outside, crossing = document["annotations"][:2]
+    with pytest.warns(UserWarning, match=rf"dropped 1 of .*image {outside['image_id']} "
+                                         rf"annotation {outside['id']} "):
+        dataset = CocoDetection(images_dir, path, train=True)
+    assert list(dataset.annotation_check.dropped) == [outside["id"]]
+    for index, image_id in enumerate(dataset.image_ids):
+        _, target = dataset[index]
+        boxes = target["boxes"]
+        assert bool(((boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)).all())
+        kept = [a for a in document["annotations"]
+                if a["image_id"] == image_id and a["id"] != outside["id"]]
+        assert len(boxes) == len(kept)
+        if image_id == crossing["image_id"]:
+            assert float(boxes[:, 2].max()) == 64.0
+
+
+def test_malformed_annotations_fail_when_the_dataset_is_opened(data_dir, tmp_path):
+    def corrupt(document):
+        document["annotations"][0]["bbox"][3] = -2.0
+        document["annotations"][1]["category_id"] = 77
+    images_dir, path, document = _edited_annotations(data_dir, tmp_path, corrupt)
+    first, second = document["annotations"][:2]
+    with pytest.raises(ValueError, match="2 malformed entries") as error:
+        CocoDetection(images_dir, path, train=True)
+    assert f"image {first['image_id']} annotation {first['id']}: bbox" in str(error.value)
+    assert f"annotation {second['id']}: unknown category_id 77" in str(error.value)
 
 
 def test_missing_split_raises(data_dir):
@@ -227,13 +273,14 @@ def test_ground_truth_as_detections_scores_ap_one(data_dir):
                         "masks": target["masks"][:, None].float()})
         image_ids.append(int(target["image_id"]))
     results = detections_to_coco(outputs, image_ids, dataset.label_to_category)
+    scores, summaries = evaluate_with_summary(dataset.coco, results, ("bbox", "segm"))
     for iou_type in ("bbox", "segm"):
-        metrics, summary = coco_metrics(dataset.coco, results[iou_type], iou_type)
-        assert set(metrics) == set(METRIC_NAMES)
-        assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
-        assert "Average Precision" in summary
-    nothing, _ = coco_metrics(dataset.coco, [], "bbox")
-    assert nothing["AP"] == 0.0
+        assert set(scores[iou_type]) == {*METRICS, "per_category"}
+        assert scores[iou_type]["AP"] == pytest.approx(100.0)
+        assert scores[iou_type]["AP50"] == pytest.approx(100.0)
+        assert "Average Precision" in summaries[iou_type]
+    nothing, _ = evaluate_with_summary(dataset.coco, [], ("bbox",))
+    assert nothing["bbox"]["AP"] == 0.0
 
 
 # --- the training entry ---------------------------------------------------------
@@ -267,9 +314,10 @@ def test_evaluation_writes_coco_metrics(overfit_run):
     output, _ = overfit_run
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["num_images"] == 2
-    for iou_type in ("bbox", "segm"):
-        assert set(metrics[iou_type]) == set(METRIC_NAMES)
-        assert all(-1.0 <= v <= 1.0 for v in metrics[iou_type].values())
+    for iou_type in ("bbox", "segm"):  # percent; None where COCO defines no value
+        assert set(metrics[iou_type]) == {*METRICS, "per_category"}
+        assert all(v is None or 0.0 <= v <= 100.0 for k, v in metrics[iou_type].items()
+                   if k != "per_category")
     assert read_log(output / "metrics.jsonl")[-1] == metrics
 
 
@@ -316,7 +364,7 @@ def test_faster_rcnn_evaluates_boxes_from_a_weights_file(data_dir, tmp_path):
                        "--weights", str(tmp_path / "faster.pt"), "--eval-only", *FAST]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) >= {"bbox", "num_images", "num_detections"} and "segm" not in metrics
-    assert set(metrics["bbox"]) == set(METRIC_NAMES)
+    assert set(metrics["bbox"]) == {*METRICS, "per_category"}
 
 
 def test_resume_refuses_other_settings(overfit_run, tmp_path, capsys):

@@ -8,6 +8,8 @@ Modules:
     blocks: the explicit NL block and ENL (eq. 1-9), the reference ``expected_fn``.
     params: the weight layout and ``.npz`` interchange shared by all frameworks.
     cost: multiply-adds, parameters and memory of NL / ENL (Table 3).
+    coco: COCO folders, annotation checks and scoring for every framework
+        (``import enl_core.coco``; needs the ``coco`` extra, pycocotools).
 """
 
 from enl_core import blocks, cost, dct, params

@@ -68,5 +68,46 @@ def test_missing_inputs_name_the_argument(coco_tfrecords, tmp_path):
         convert_coco(tmp_path / "no_images", paths.train_annotations, tmp_path / "x")
     with pytest.raises(TypeError, match="num_shards"):
         convert_coco(paths.train_images, paths.train_annotations, tmp_path / "x", num_shards=1.5)
-    with pytest.raises(FileNotFoundError, match="image_dir"):
+    with pytest.raises(FileNotFoundError, match="instances_test.json"):
         convert_coco_folder(tmp_path, splits=("test",))
+
+
+def _with_annotations(paths, tmp_path, edit):
+    """The train split's JSON with ``edit(document)`` applied, written to tmp_path."""
+    document = json.loads(paths.train_annotations.read_text())
+    edit(document)
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(document))
+    return path, document
+
+
+def test_boxes_are_checked_as_the_torch_reader_checks_them(coco_tfrecords, tmp_path):
+    """enl_core.coco's rules: a box outside its image is dropped with a warning that
+    counts it, a box crossing the border is clamped, a negative size is an error."""
+    from enl_keras.garden.data import convert_coco
+
+    paths = coco_tfrecords["paths"]
+
+    def move(document):
+        first, second = document["annotations"][:2]
+        first["bbox"] = [500.0, 500.0, 10.0, 10.0]  # outside the 128 px image
+        second["bbox"] = [second["bbox"][0], second["bbox"][1], 500.0, second["bbox"][3]]
+
+    path, document = _with_annotations(paths, tmp_path, move)
+    with pytest.warns(UserWarning, match=r"dropped 1 of \d+ boxes.*annotation "
+                                         rf"{document['annotations'][0]['id']} "):
+        shards = convert_coco(paths.train_images, path, tmp_path / "train", include_masks=False)
+    first, second = document["annotations"][:2]
+    examples = {int(e["source_id"].numpy()): e for e in _decoded(shards)}
+    kept = [a for a in document["annotations"] if a["image_id"] == first["image_id"]][1:]
+    assert examples[first["image_id"]]["groundtruth_boxes"].shape[0] == len(kept)
+    boxes = examples[second["image_id"]]["groundtruth_boxes"].numpy()
+    assert np.any(np.isclose(boxes[:, 3], 1.0))  # clamped to the right border, kept
+
+    def negative(document):
+        document["annotations"][0]["bbox"][2] = -4.0
+
+    path, document = _with_annotations(paths, tmp_path, negative)
+    with pytest.raises(ValueError, match=rf"image {document['annotations'][0]['image_id']} "
+                                         rf"annotation {document['annotations'][0]['id']}: "):
+        convert_coco(paths.train_images, path, tmp_path / "bad")

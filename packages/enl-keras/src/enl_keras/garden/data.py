@@ -8,6 +8,13 @@ This module only calls those functions from Python (the upstream module is a
 flag-driven script), so the project's generated data sets and a real COCO
 download go through the same code.
 
+The folder layout and the annotations are read as every framework reads them
+(:mod:`enl_core.coco`): malformed annotations are an error naming their ids,
+boxes under 1 px inside their image are dropped with a warning that counts
+them, and the kept boxes are clamped to the image, so the TFRecords hold the
+boxes the torch reader trains on (upstream would silently skip a box that
+crosses the image border).
+
 For a real COCO download the upstream script is the documented command::
 
     python -m official.vision.data.create_coco_tf_record --logtostderr \\
@@ -18,13 +25,16 @@ For a real COCO download the upstream script is the documented command::
 
 from __future__ import annotations
 
+import collections
 import glob
+import json
 import os
 from collections.abc import Sequence
 
 from official.vision.data import create_coco_tf_record as coco_tf_record
 from official.vision.data import tfrecord_lib
 
+from enl_core.coco import check_annotations, clamp_box, find_split
 from enl_core.validation import positive_int
 
 
@@ -45,6 +55,7 @@ def convert_coco(image_dir: str | os.PathLike | Sequence[str | os.PathLike],
 
     Raises:
         FileNotFoundError: naming `annotations_file` or `image_dir`.
+        ValueError: malformed annotations (one message listing their ids).
 
     Example:
         >>> convert_coco("data/train", "data/annotations/instances_train.json",
@@ -64,10 +75,19 @@ def convert_coco(image_dir: str | os.PathLike | Sequence[str | os.PathLike],
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
 
     # The same steps as upstream's _create_tf_record_from_coco_annotations,
-    # minus its flag lookup (number of processes) and the caption/panoptic parts.
-    images = coco_tf_record._load_images_info(annotations_file)
-    img_to_obj_annotation, id_to_name_map = coco_tf_record._load_object_annotations(
-        annotations_file)
+    # minus its flag lookup (number of processes) and the caption/panoptic parts,
+    # with the annotations checked and clamped by enl_core.coco.
+    with open(annotations_file) as file:
+        document = json.load(file)
+    check = check_annotations(document, annotations_file)
+    images = document["images"]
+    sizes = {image["id"]: (image["width"], image["height"]) for image in images}
+    id_to_name_map = {category["id"]: category["name"] for category in document["categories"]}
+    img_to_obj_annotation = collections.defaultdict(list)
+    for annotation in document["annotations"]:
+        if check.keeps(annotation):
+            box = clamp_box(annotation["bbox"], *sizes[annotation["image_id"]])
+            img_to_obj_annotation[annotation["image_id"]].append({**annotation, "bbox": box})
     examples = coco_tf_record.generate_annotations(
         images=images, image_dirs=image_dirs, img_to_obj_annotation=img_to_obj_annotation,
         id_to_name_map=id_to_name_map, include_masks=include_masks)
@@ -84,9 +104,9 @@ def convert_coco_folder(root: str | os.PathLike, output_dir: str | os.PathLike |
                         include_masks: bool = True) -> dict[str, list[str]]:
     """Converts a COCO-layout folder, one call per split.
 
-    The layout is COCO's: ``root/{split}/`` (or ``root/{split}2017/``) holds the
-    images and ``root/annotations/instances_{split}.json`` (or
-    ``instances_{split}2017.json``) the annotations.
+    The layout is :func:`enl_core.coco.find_split`'s (the one every framework
+    reads): ``root/annotations/instances_{split}.json`` and the images in
+    ``root/{split}/`` (``train`` also finds ``train2017/``, ...).
 
     Args:
         root: the dataset folder.
@@ -99,26 +119,13 @@ def convert_coco_folder(root: str | os.PathLike, output_dir: str | os.PathLike |
         ``{output_dir}/{split}-*`` (Model Garden's ``input_path``).
 
     Raises:
-        FileNotFoundError: naming the missing image folder or JSON file.
+        FileNotFoundError: naming the missing JSON file, image folder or image.
     """
     root = os.fspath(root)
     output_dir = os.path.join(root, "tfrecords") if output_dir is None else os.fspath(output_dir)
     shards = {}
     for split in splits:
-        image_dir = _first_existing([os.path.join(root, split),
-                                     os.path.join(root, f"{split}2017"),
-                                     os.path.join(root, "images", split)], "image_dir", split)
-        annotations_file = _first_existing(
-            [os.path.join(root, "annotations", f"instances_{split}.json"),
-             os.path.join(root, "annotations", f"instances_{split}2017.json")],
-            "annotations_file", split)
+        image_dir, annotations_file = find_split(root, split)
         shards[split] = convert_coco(image_dir, annotations_file,
                                      os.path.join(output_dir, split), num_shards, include_masks)
     return shards
-
-
-def _first_existing(candidates: list[str], name: str, split: str) -> str:
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"`{name}` for split {split!r} not found; looked for {candidates}")

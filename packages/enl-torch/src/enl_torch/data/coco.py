@@ -11,6 +11,11 @@ background), so ``num_classes = K + 1``; :attr:`CocoDetection.label_to_category`
 maps them back for evaluation. Crowd regions are not training targets (as in
 torchvision's detection references); evaluation reads them from the JSON.
 
+The folder layout, the annotation checks (malformed entries are an error
+naming their ids; boxes under 1 px inside the image are dropped with a
+warning that counts them) and the box clamping are :mod:`enl_core.coco`'s,
+shared with the Model Garden converter.
+
 Random horizontal flips are drawn from ``(seed, epoch, index)`` alone, not
 from a global generator, so the data a step sees does not depend on the
 number of processes or data-loader workers, and a resumed run sees what the
@@ -19,8 +24,6 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from typing import Any
 
@@ -29,14 +32,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from enl_core.coco import clamp_box, find_split, load_coco
 from enl_torch.data.seeding import derived_seed
-
-
-def _quiet_coco(annotation_file: str):
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
-        return COCO(annotation_file)
 
 
 def resolve_image_path(images_dir: str, file_name: str) -> str:
@@ -60,9 +57,14 @@ class CocoDetection(Dataset):
         seed: seed of the flips (with the epoch and the index).
         masks: decode instance masks (Mask R-CNN); False for Faster R-CNN.
 
+    Attributes:
+        annotation_check: the :class:`enl_core.coco.AnnotationCheck` of the
+            JSON (``dropped``: the boxes that are no training target).
+
     Raises:
         FileNotFoundError: the JSON or the images folder is missing.
-        ValueError: ``hflip_prob`` outside [0, 1].
+        ValueError: ``hflip_prob`` outside [0, 1]; malformed annotations
+            (one message listing the image and annotation ids).
     """
 
     def __init__(self, images_dir: str, annotation_file: str, *, train: bool = False,
@@ -73,9 +75,9 @@ class CocoDetection(Dataset):
             raise FileNotFoundError(f"`images_dir` not found: {images_dir!r}")
         if not 0.0 <= float(hflip_prob) <= 1.0:
             raise ValueError(f"`hflip_prob` must be in [0, 1], received {hflip_prob!r}")
-        self.images_dir = images_dir
-        self.annotation_file = annotation_file
-        self.coco = _quiet_coco(annotation_file)
+        self.images_dir = os.fspath(images_dir)
+        self.annotation_file = os.fspath(annotation_file)
+        self.coco, self.annotation_check = load_coco(annotation_file)
         self.hflip_prob = float(hflip_prob)
         self.seed = int(seed)
         self.masks = bool(masks)
@@ -102,7 +104,7 @@ class CocoDetection(Dataset):
 
     def _usable_annotations(self, image_id: int) -> list[dict[str, Any]]:
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False))
-        return [a for a in annotations if a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
+        return [a for a in annotations if self.annotation_check.keeps(a)]
 
     def _flip(self, index: int) -> bool:
         if self.hflip_prob == 0.0:
@@ -119,9 +121,10 @@ class CocoDetection(Dataset):
         image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # 3, H, W
         height, width = image.shape[-2:]
         annotations = self._usable_annotations(image_id)
-        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor([clamp_box(a["bbox"], width, height) for a in annotations],
+                             dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-        boxes[:, 0::2].clamp_(0, width)
+        boxes[:, 0::2].clamp_(0, width)  # the float32 rounding of x + w
         boxes[:, 1::2].clamp_(0, height)
         target = {
             "boxes": boxes,
@@ -152,30 +155,4 @@ def collate(batch):
     return list(images), list(targets)
 
 
-def find_split(data_dir: str, split: str) -> tuple[str, str]:
-    """``(images_dir, annotation_file)`` of a split of a COCO-format folder.
-
-    The annotations are ``annotations/instances_<split>.json``; the images are
-    the first existing of ``<split>/``, ``images/<split>/``, ``<split>2017/``,
-    ``images/`` (each checked against the JSON's first ``file_name``).
-
-    Raises:
-        FileNotFoundError: naming what was looked for.
-    """
-    annotation_file = os.path.join(data_dir, "annotations", f"instances_{split}.json")
-    if not os.path.isfile(annotation_file):
-        raise FileNotFoundError(f"`data_dir` {data_dir!r} has no "
-                                f"annotations/instances_{split}.json")
-    coco = _quiet_coco(annotation_file)
-    first: str | None = None
-    for info in coco.dataset.get("images", [])[:1]:
-        first = info["file_name"]
-    candidates = [os.path.join(data_dir, split), os.path.join(data_dir, "images", split),
-                  os.path.join(data_dir, f"{split}2017"), os.path.join(data_dir, "images"),
-                  data_dir]
-    for images_dir in candidates:
-        if os.path.isdir(images_dir) and (
-                first is None or os.path.isfile(os.path.join(images_dir, first))):
-            return images_dir, annotation_file
-    raise FileNotFoundError(f"no images folder for split {split!r} under {data_dir!r}; "
-                            f"looked for {first!r} in {candidates}")
+__all__ = ["CocoDetection", "collate", "find_split", "resolve_image_path"]
