@@ -476,7 +476,7 @@ def test_resume_checks_the_detector_size_flags(overfit_run):
 def test_cli_reports_bad_input(data_dir, tmp_path, capsys):
     assert train.main(["--data-dir", str(tmp_path / "none"), "--output-dir",
                        str(tmp_path)]) == 2
-    assert "has no annotations/instances_val2017.json" in capsys.readouterr().err
+    assert "no annotations for split 'val2017'" in capsys.readouterr().err
     assert train.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path),
                        "--steps", "0"]) == 2
     assert "`--steps` must be >= 1" in capsys.readouterr().err
