@@ -23,7 +23,7 @@ import tempfile
 import threading
 
 from enl_experiments.bench import detectors as detectors_lib
-from enl_experiments.bench import measure, plots, report
+from enl_experiments.bench import measure, plots, report, targets
 from enl_experiments.bench.config import (
     DETECTORS,
     SECTIONS,
@@ -221,6 +221,10 @@ def main(argv=None) -> int:
         else:
             results["sections"][section] = runner.scaling(section)
             failed |= "error" in results["sections"][section]
+            below = targets.below_lower_bound(results["sections"][section])
+            for line in below:
+                runner.log(f"[{section}] peak memory below its lower bound: {line}")
+            failed |= bool(below)
         results["meta"]["finished"] = _now()
         write_outputs(results, args.out)  # a partial report survives a later failure
     summary = report.summary(results)
