@@ -216,8 +216,12 @@ def main(argv=None) -> int:
         runner.log(f"[bench] section {section}")
         if section == "detectors":
             results["sections"]["detectors"] = runner.detectors(config)
-            failed |= any(v.get("status") == "error"
-                          for v in results["sections"]["detectors"]["variants"])
+            variants = results["sections"]["detectors"]["variants"]
+            failed |= any(v.get("status") == "error" for v in variants)
+            below = targets.detectors_below_bound(variants)
+            for line in below:
+                runner.log(f"[detectors] eval memory below its lower bound: {line}")
+            failed |= bool(below)
         else:
             results["sections"][section] = runner.scaling(section)
             failed |= "error" in results["sections"][section]

@@ -234,6 +234,8 @@ def detector_targets(variants: list[dict]) -> list[Target]:
             targets.append(Target(f"{tag} +3ENL TD extra params (built model)",
                                   f"<= {PARAMS_MAX:.0%}", f"{enl['params_ratio'] - 1:+.2%}",
                                   _status(enl["params_ratio"] - 1 <= PARAMS_MAX)))
+        targets.append(eval_memory_bound_target(tag, [r for r in rows
+                                                       if r["detector"] == detector]))
         checked = [r for r in rows if r["detector"] == detector and "agreement" in r]
         name = f"{tag} block FLOPs: TF profiler delta vs enl_core.cost"
         if not checked:
@@ -244,6 +246,27 @@ def detector_targets(variants: list[dict]) -> list[Target]:
         targets.append(Target(name, f"within {AGREEMENT_MAX:.0%}", text,
                               _status(all(r["agrees"] for r in checked))))
     return targets
+
+
+def eval_memory_bound_target(tag: str, rows: list[dict]) -> Target:
+    """Every variant's eval memory (whole process, above the loaded weights) at
+    or above its blocks' largest live tensors (``detectors.blocks_cost``)."""
+    name = f"{tag} eval memory (RSS above weights) >= blocks' lower bound"
+    checked = [r for r in rows if "memory_below_bound" in r]
+    if not checked:
+        return Target(name, "every variant", "no whole-process figure", "not measured")
+    below = [r for r in checked if r["memory_below_bound"]]
+    text = ", ".join(
+        f"{r['variant']} {r['forward_above_bytes'] / 2**20:,.0f} >= "
+        f"{r['model_cost']['lower_bound_bytes'] * r.get('batch', 1) / 2**20:,.0f} MiB"
+        for r in checked)
+    return Target(name, "every variant", text, _status(not below))
+
+
+def detectors_below_bound(variants: list[dict]) -> list[str]:
+    """Variants whose eval memory figure is under their blocks' lower bound."""
+    return [f"{r['detector']} {r['variant']}" for r in detectors_lib.compare(variants)
+            if r.get("memory_below_bound")]
 
 
 def all_targets(results: dict) -> list[Target]:
