@@ -87,3 +87,18 @@ def detector_variants(enl_flops_ratio=1.04, enl_params_delta=400_000, agreement=
                      "allocator_peak_bytes": 1_500_000_000, "process_peak_bytes": 3e9,
                      "forward_s": 40.0, "build_s": 20.0})
     return rows
+
+
+def training_rows(enl_time_ratio=1.03, enl_memory_ratio=1.04, nl_td_above=4 * 2**30):
+    """The training table of four variants at 800 x 1088 (lower bounds from the cost model)."""
+    from enl_experiments.bench import training
+
+    base_s, base_bytes = 20.0, 3 * 2**30
+    figures = {"baseline": (base_s, base_bytes), "+1NL, BU": (1.2 * base_s, 1.1 * base_bytes),
+               "+3ENL, TD": (enl_time_ratio * base_s, enl_memory_ratio * base_bytes),
+               "+3NL, TD": (3 * base_s, nl_td_above)}
+    return [{"variant": variant, "status": "ok", "input_size": [800, 1088], "batch": 1,
+             "step_s": seconds, "step_above_bytes": int(above),
+             "lower_bound_bytes": training.lower_bound_bytes(variant, 800, 1088),
+             "predicted_block_bytes": training.predicted_block_bytes(variant, 800, 1088)}
+            for variant, (seconds, above) in figures.items()]

@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 
 from enl_experiments.bench import detectors as detectors_lib
+from enl_experiments.bench import training as training_lib
 from enl_experiments.bench.fitting import loglog_slope
 
 # Every goal holds for each N in this range (the efficiency, slope and memory goals).
@@ -269,6 +270,29 @@ def detectors_below_bound(variants: list[dict]) -> list[str]:
             if r.get("memory_below_bound")]
 
 
+def training_targets(rows: list[dict]) -> list[Target]:
+    """+3ENL TD's training-step overheads and the step-memory lower bound."""
+    targets = []
+    goal = f"<= +{training_lib.OVERHEAD_MAX:.0%}"
+    for what, overhead, why in training_lib.overhead_goals(rows):
+        name = f"[training] +3ENL TD {what} over the baseline (Mask R-CNN step)"
+        if overhead is None:
+            targets.append(Target(name, goal, why, "not measured"))
+        else:
+            targets.append(Target(name, goal, f"{overhead:+.1%}",
+                                  _status(overhead <= training_lib.OVERHEAD_MAX)))
+    checked = [r for r in training_lib.compare(rows) if "memory_below_bound" in r]
+    name = "[training] step memory (RSS above loaded) >= blocks' saved affinities"
+    if not checked:
+        targets.append(Target(name, "every variant", "no variant ran", "not measured"))
+    else:
+        text = ", ".join(f"{r['variant']} {r['step_above_bytes'] / 2**20:,.0f} >= "
+                         f"{r['lower_bound_bytes'] / 2**20:,.0f} MiB" for r in checked)
+        targets.append(Target(name, "every variant", text,
+                              _status(not any(r["memory_below_bound"] for r in checked))))
+    return targets
+
+
 def all_targets(results: dict) -> list[Target]:
     """Every target of a results dict (sections that did not run give "not measured")."""
     sections = results.get("sections", {})
@@ -286,5 +310,12 @@ def all_targets(results: dict) -> list[Target]:
     else:
         targets.append(Target("[detectors] cost-table targets", "see issue 7",
                               sections.get("detectors", {}).get("error", "section not run"),
+                              "not measured"))
+    rows = sections.get("training", {}).get("variants")
+    if rows:
+        targets += training_targets(rows)
+    else:
+        targets.append(Target("[training] training-step targets", "+3ENL TD <= +5%",
+                              sections.get("training", {}).get("error", "section not run"),
                               "not measured"))
     return targets
