@@ -70,7 +70,7 @@ class BenchConfig:
         image_size: detector input (H, W) before padding to a multiple of 64.
         detectors: which detectors the cost table builds.
         train_steps: timed training steps per variant of the training table
-            (after one warm-up step and the memory-measured one).
+            (after the first step, which measures the memory and warms up).
         sections: which sections run.
         implementations: scaling-section implementations to run; empty means all.
         device: "auto" (CUDA when present), "cpu" or "cuda".

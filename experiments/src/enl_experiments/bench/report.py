@@ -275,9 +275,10 @@ def training_section(section: dict) -> str:
            table(["variant", "step time (median)", "vs baseline",
                   "step memory above loaded MiB (RSS)", "vs baseline",
                   "lower bound MiB (saved affinities)", "blocks predicted MiB"], table_rows),
-           "", "Step memory: the process's resident high-water during one step above its "
-           "resident size just before it (weights, momentum and a finished warm-up step in "
-           "place). Lower bound: the affinities every block saves for the backward, all "
+           "", "Step memory: the process's resident high-water during the first step above "
+           "its resident size with the weights loaded and nothing run (activations, "
+           "gradients and the optimizer's momentum buffers); step time: the median of the "
+           "steps after it. Lower bound: the affinities every block saves for the backward, all "
            "live when it starts, plus the largest block input (`enl_core.cost`). Blocks "
            "predicted: the block bench's forward + backward memory model summed over the "
            "blocks; a variant predicted above the device memory is reported infeasible "
