@@ -36,6 +36,7 @@ DRY_SIDES = (8, 16)
 EXPERIMENT = "maskrcnn_resnetfpn_enl_coco"
 GARDEN_STEPS = 5  # timed, after one step that traces
 PART_TIMEOUT_S = {"blocks": 200, "garden": 240}  # with start-up: within 8 minutes
+DRY_RUN_TIMEOUT_S = 900  # per part: a shared CPU traces Mask R-CNN slowly
 
 
 def block_config(dry_run: bool) -> BenchConfig:
@@ -77,7 +78,6 @@ def run_blocks(dry_run: bool) -> list[dict]:
     module = enl_torch.ENL(config.channels, config.inter_channels, zero_init=False).to(device)
     for dtype_name in DTYPES:
         dtype = getattr(torch, dtype_name)
-        autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
         for side in config.sides:
             x = torch.randn(1, config.channels, side, side, device=device)
             for mode in BLOCK_MODES:
@@ -85,8 +85,9 @@ def run_blocks(dry_run: bool) -> list[dict]:
                 inputs = x.clone().requires_grad_(backward)
                 upstream = torch.randn_like(x)
 
-                def call(inputs=inputs, upstream=upstream, backward=backward):
-                    with torch.set_grad_enabled(backward), autocast:
+                def call(inputs=inputs, upstream=upstream, backward=backward, dtype=dtype):
+                    with torch.set_grad_enabled(backward), torch.autocast(
+                            device.type, dtype=dtype, enabled=dtype != torch.float32):
                         z = module(inputs)
                     if backward:
                         inputs.grad = None
@@ -137,13 +138,15 @@ def garden_overrides(dry_run: bool, train_pattern: str, image_size: int) -> dict
                       "roi_sampler": {"num_sampled_rois": 48},
                       "mask_head": {"num_filters": 64, "num_convs": 1},
                       "mask_sampler": {"num_sampled_masks": 8}})
-    return {"runtime": {"mixed_precision_dtype": "mixed_float16", "enable_xla": False},
+    # Model Garden names the dtype; "float16" sets Keras's mixed_float16 policy.
+    return {"runtime": {"mixed_precision_dtype": "float16", "enable_xla": False},
             "task": {"init_checkpoint": None, "model": model, "train_data": data}}
 
 
 def run_garden(dry_run: bool, work_dir: str) -> list[dict]:
     """Model Garden +3ENL TD training steps under mixed_float16 (imports TensorFlow)."""
     import tensorflow as tf
+    import tf_keras
     from official.core import exp_factory, task_factory
     from official.modeling import performance
 
@@ -178,7 +181,7 @@ def run_garden(dry_run: bool, work_dir: str) -> list[dict]:
         times.append(time.perf_counter() - begin)
     device = "GPU:0" if gpus and not dry_run else "CPU:0"
     memory = tf.config.experimental.get_memory_info(device) if gpus else {}
-    return [{"experiment": EXPERIMENT, "policy": config.runtime.mixed_precision_dtype,
+    return [{"experiment": EXPERIMENT, "policy": tf_keras.mixed_precision.global_policy().name,
              "image_size": image_size, "batch": config.task.train_data.global_batch_size,
              "first_step_s": trace_s, "step_s": sorted(times)[len(times) // 2],
              "steps": len(times), "losses": [first, *losses],
@@ -220,11 +223,12 @@ def _part(name: str, dry_run: bool, out_dir: str) -> list[dict] | dict:
     command = [sys.executable, "-m", "enl_experiments.bench.gpu", "--part", name,
                "--out", out_dir] + (["--dry-run"] if dry_run else [])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    timeout_s = DRY_RUN_TIMEOUT_S if dry_run else PART_TIMEOUT_S[name]
     try:
         completed = subprocess.run(command, env=env, capture_output=True, text=True,
-                                   timeout=PART_TIMEOUT_S[name])
+                                   timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"{name} killed after {PART_TIMEOUT_S[name]} s"}
+        return {"error": f"{name} killed after {timeout_s} s"}
     if completed.returncode != 0:
         tail = " | ".join((completed.stdout + completed.stderr).strip().splitlines()[-3:])
         return {"error": f"{name} exited with {completed.returncode}: {tail}"}
