@@ -18,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden \
 	test-parity test-experiments test-bench
 
-.PHONY: help setup test test-long test-slow lint experiment bench $(SUITES)
+.PHONY: help setup test test-long test-slow lint experiment bench bench-gpu $(SUITES)
 
 help: ## List the targets with a one-line description.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -82,6 +82,10 @@ experiment: setup ## The main job: baseline vs +3ENL TD on the embedded data (PR
 
 bench: setup ## Benchmarks: Table 3 cost, block scaling, ENL vs sgemm; writes results/bench/ (BENCH_QUICK=1: smaller).
 	$(PY) -m enl_experiments.bench
+
+DRY_RUN ?=
+bench-gpu: setup ## On a CUDA machine: ENL block bench in float32/float16/bfloat16 and Model Garden +3ENL TD mixed_float16 steps, under 8 min (DRY_RUN=1: tiny, on CPU).
+	$(PY) -m enl_experiments.bench.gpu $(if $(DRY_RUN),--dry-run)
 
 lint: setup ## ruff over the whole repository.
 	$(PY) -m ruff check .

@@ -67,6 +67,23 @@ def test_compare_adds_deltas_and_agreement():
     assert "agreement" not in baseline and baseline["flops_ratio"] == 1.0
 
 
+def test_block_live_floats_is_the_affinity_and_the_input():
+    """P3 of 832 x 1088 (104 x 136): an NL affinity of N^2 floats (~760 MiB)."""
+    n = 104 * 136
+    nl = cost.block_cost(104, 136, 256, kind="nl_embedded_gaussian")
+    assert detectors.block_live_floats(nl, 256, 832, 1088, 3) == n * n + 256 * n
+    enl = cost.block_cost(104, 136, 256)
+    assert detectors.block_live_floats(enl, 256, 832, 1088, 3) == 128 * 128 + 256 * n
+
+
+def test_compare_adds_the_memory_delta_and_the_bound_check():
+    rows = detectors.compare(detector_variants(nl_td_memory=700_000_000))
+    nl_td = next(r for r in rows if r["variant"] == "+3NL, TD")
+    assert nl_td["memory_delta"] == 300_000_000 and nl_td["memory_below_bound"]
+    enl = next(r for r in rows if r["variant"] == "+3ENL, TD")
+    assert not enl["memory_below_bound"]
+
+
 def test_compare_keeps_failed_rows():
     variants = detector_variants()
     variants[2] = {"detector": "fasterrcnn", "variant": "+3ENL, TD", "status": "error",

@@ -54,6 +54,8 @@ class Case:
     predicted_bytes: int
     status: str = "run"  # "run", "infeasible" or "skipped"
     reason: str = ""
+    lower_bound_bytes: int = 0  # below it a measured peak cannot be right
+    floor_bytes: int = 0  # ENL: what enl_torch's ENL keeps live at its peak; 0: no model
 
     @property
     def n(self) -> int:
@@ -94,6 +96,49 @@ def predicted_peak_bytes(implementation: str, side: int, config: BenchConfig, mo
                                  kind=kind, position_encoding=kind == "enl").peak_floats
     output = n * config.channels if kind is not None else 0
     return (MEMORY_FACTOR[mode] * floats + output) * FLOAT32_BYTES * config.batch
+
+
+def lower_bound_bytes(implementation: str, side: int, config: BenchConfig, mode: str,
+                      flash_attention: bool = False) -> int:
+    """Bytes above the input that any correct run of the entry must hold at once.
+
+    The output is being written while the largest intermediate it is computed
+    from is live: the N x N' affinity for NL (``enl_core.cost``'s
+    ``affinity_floats``; the score matrix for SDPA without a flash kernel),
+    ``y`` (N C') for ENL. Forward + backward also ends with the input gradient
+    written while the output is held. A measured peak below this misses
+    allocations (the method is blind to them), and the bench fails its check.
+    """
+    n = side * side
+    kind, _ = IMPLEMENTATIONS[implementation]
+    if kind is None:
+        output = n * config.inter_channels
+        largest = 0 if flash_attention else n * n
+        input_gradient = 3 * n * config.inter_channels  # dQ, dK, dV
+    else:
+        output = n * config.channels
+        largest = (n * config.inter_channels if kind == "enl" else
+                   cost.block_cost(side, side, config.channels, config.inter_channels,
+                                   kind=kind).affinity_floats)
+        input_gradient = n * config.channels
+    floats = output + largest if mode == "forward" else output + max(largest, input_gradient)
+    return floats * FLOAT32_BYTES * config.batch
+
+
+def enl_floor_bytes(side: int, config: BenchConfig, mode: str) -> int:
+    """Bytes above the input live at the peak of ``enl_torch.ENL`` (its autograd function).
+
+    Forward: the bias-free projection ``[theta0; phi0; g0]`` (3 C' N), ``y``
+    (C' N) and the output z (C N) being written. Forward + backward: the saved
+    projection and y, the output z the caller holds, the projection's gradient
+    (3 C' N), and the larger of ``dy`` (C' N, freed before dx) and dx (C N).
+    C x C', C' x C' and DCT-coefficient tensors are below 1% at the bench's N
+    and left out. At C' = C / 2: 3.0x the input forward, 5.5x forward + backward.
+    """
+    n, channels, inter = side * side, config.channels, config.inter_channels
+    saved = 3 * inter + inter + channels  # per position
+    floats = saved if mode == "forward" else saved + 3 * inter + max(inter, channels)
+    return floats * n * FLOAT32_BYTES * config.batch
 
 
 def classify(case: Case, limit_bytes: int, available_bytes: int | None,
@@ -167,7 +212,11 @@ def build_cases(framework: str, implementations, config: BenchConfig,
                     macs=case_macs(implementation, side, config, mode),
                     input_bytes=input_bytes,
                     predicted_bytes=predicted_peak_bytes(implementation, side, config, mode,
-                                                         flash_attention)))
+                                                         flash_attention),
+                    lower_bound_bytes=lower_bound_bytes(implementation, side, config, mode,
+                                                        flash_attention),
+                    floor_bytes=(enl_floor_bytes(side, config, mode)
+                                 if IMPLEMENTATIONS[implementation][0] == "enl" else 0)))
     return cases
 
 

@@ -23,7 +23,7 @@ import tempfile
 import threading
 
 from enl_experiments.bench import detectors as detectors_lib
-from enl_experiments.bench import measure, plots, report
+from enl_experiments.bench import measure, plots, report, targets, training
 from enl_experiments.bench.config import (
     DETECTORS,
     SECTIONS,
@@ -33,7 +33,7 @@ from enl_experiments.bench.config import (
     quick_config,
 )
 
-SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800}
+SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800, "training": 1800}
 
 
 def _now() -> str:
@@ -177,6 +177,22 @@ class Runner:
                 "requested_size": "x".join(str(s) for s in config.image_size)}
 
 
+    def training(self, config: BenchConfig) -> dict:
+        """The training table: one fresh worker per variant."""
+        rows = []
+        started = _now()
+        with measure.Contention() as contention:
+            for variant in training.VARIANTS:
+                result = self.worker(["training", "--variant", variant], {},
+                                     SECTION_TIMEOUT_S["training"])
+                if "error" in result:
+                    self.log(f"[training] {variant}: {result['error']}")
+                    result = {"variant": variant, "status": "error", "reason": result["error"],
+                              "input_size": list(config.image_size)}
+                rows.append(result)
+        return {"variants": rows, "run": contention.result | {"started": started}}
+
+
 def write_outputs(results: dict, out_dir: str) -> None:
     results["meta"]["plots"] = plots.scaling_plots(results, out_dir)
     with open(os.path.join(out_dir, "results.json"), "w") as handle:
@@ -216,11 +232,27 @@ def main(argv=None) -> int:
         runner.log(f"[bench] section {section}")
         if section == "detectors":
             results["sections"]["detectors"] = runner.detectors(config)
-            failed |= any(v.get("status") == "error"
-                          for v in results["sections"]["detectors"]["variants"])
+            variants = results["sections"]["detectors"]["variants"]
+            failed |= any(v.get("status") == "error" for v in variants)
+            below = targets.detectors_below_bound(variants)
+            for line in below:
+                runner.log(f"[detectors] eval memory below its lower bound: {line}")
+            failed |= bool(below)
+        elif section == "training":
+            rows = runner.training(config)
+            results["sections"]["training"] = rows
+            failed |= any(v.get("status") == "error" for v in rows["variants"])
+            below = training.below_bound(rows["variants"])
+            for variant in below:
+                runner.log(f"[training] step memory below its lower bound: {variant}")
+            failed |= bool(below)
         else:
             results["sections"][section] = runner.scaling(section)
             failed |= "error" in results["sections"][section]
+            below = targets.below_lower_bound(results["sections"][section])
+            for line in below:
+                runner.log(f"[{section}] peak memory below its lower bound: {line}")
+            failed |= bool(below)
         results["meta"]["finished"] = _now()
         write_outputs(results, args.out)  # a partial report survives a later failure
     summary = report.summary(results)

@@ -24,7 +24,7 @@ QUICK_SIDES = (32, 64, 128)
 
 BLOCK_MODES = ("forward", "forward_backward")
 FRAMEWORKS = ("torch", "keras")
-SECTIONS = ("torch", "keras", "detectors")
+SECTIONS = ("torch", "keras", "detectors", "training")
 DETECTORS = ("fasterrcnn", "maskrcnn")
 GIB = 1024**3
 
@@ -69,6 +69,8 @@ class BenchConfig:
         torch_compile: also time ENL under ``torch.compile`` (slow to compile).
         image_size: detector input (H, W) before padding to a multiple of 64.
         detectors: which detectors the cost table builds.
+        train_steps: timed training steps per variant of the training table
+            (after the first step, which measures the memory and warms up).
         sections: which sections run.
         implementations: scaling-section implementations to run; empty means all.
         device: "auto" (CUDA when present), "cpu" or "cuda".
@@ -91,6 +93,7 @@ class BenchConfig:
     torch_compile: bool = False
     image_size: tuple[int, int] = (800, 1088)
     detectors: tuple[str, ...] = DETECTORS
+    train_steps: int = 2
     sections: tuple[str, ...] = SECTIONS
     implementations: tuple[str, ...] = ()
     device: str = "auto"
@@ -100,7 +103,8 @@ class BenchConfig:
             raise ValueError(f"`sides` must name at least one grid side, received {self.sides!r}")
         for side in self.sides:
             positive_int("sides", side)
-        for name in ("channels", "inter_channels", "batch", "min_repeats", "max_repeats"):
+        for name in ("channels", "inter_channels", "batch", "min_repeats", "max_repeats",
+                     "train_steps"):
             positive_int(name, getattr(self, name))
         if self.max_repeats < self.min_repeats:
             raise ValueError(f"`max_repeats` ({self.max_repeats}) must be >= `min_repeats` "
@@ -141,14 +145,15 @@ class BenchConfig:
 
 
 def quick_config(**overrides) -> BenchConfig:
-    """The ``BENCH_QUICK=1`` mode: N <= 16,384, fewer repeats, Faster R-CNN only at 256 x 384.
+    """The ``BENCH_QUICK=1`` mode: N <= 16,384, fewer repeats, Faster R-CNN only at 256 x 384
+    (and the training table's Mask R-CNN at 256 x 384, one timed step).
 
     Building and tracing a detector costs about the same at any input size, so
     quick mode builds one detector's four variants instead of two detectors'.
     """
     base = dict(quick=True, sides=QUICK_SIDES, warmup_s=0.2, entry_budget_s=1.0, min_repeats=3,
                 max_repeats=5, max_call_s=3.0, keras_xla=False, image_size=(256, 384),
-                detectors=("fasterrcnn",))
+                detectors=("fasterrcnn",), train_steps=1)
     base.update(overrides)
     return BenchConfig(**base)
 

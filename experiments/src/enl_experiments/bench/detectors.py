@@ -11,6 +11,14 @@ forward run on a random image while the memory high-water is watched.
 The blocks' own cost is predicted by ``enl_core.cost`` from the built config
 (levels, block kind, C, C', dct size), and compared with the profiler's count
 as a difference of two graphs: ``profiler(variant) - profiler(baseline)``.
+
+Eval memory is whole-process: the resident high-water of the variant's fresh
+process during the forward, above its resident size with the weights loaded
+and the graph traced, no forward run (:func:`enl_experiments.bench.measure.host_peak_above`).
+TensorFlow's allocator statistic is kept beside it but misses allocations on
+CPU (an NL block's affinity, for one). Each figure must be at least the bytes
+its largest block holds at once (:func:`blocks_cost`'s ``lower_bound_bytes``),
+or the check fails.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 
 from enl_core import cost
 from enl_experiments.bench import measure
+from enl_experiments.bench.cases import FLOAT32_BYTES
 from enl_experiments.bench.config import BenchConfig
 
 # Row label -> experiment-name suffix (Model Garden baseline, enl_keras.garden others).
@@ -53,10 +62,13 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
         height, width: the (padded) input size.
 
     Returns:
-        ``{"macs", "params", "blocks": [description, ...]}``; zeros for the baseline.
+        ``{"macs", "params", "blocks": [description, ...], "lower_bound_bytes"}``;
+        zeros for the baseline. ``lower_bound_bytes`` (float32, one image): the
+        largest block's affinity (``affinity_floats``: N x N for NL) with its
+        input, both live while ``y`` is computed.
     """
     decoder, backbone = model_config.decoder, model_config.backbone
-    total, blocks = cost.ZERO, []
+    total, blocks, live = cost.ZERO, [], [0]
     if decoder.type == "enl_fpn":
         enl_fpn = decoder.enl_fpn
         kind = "enl" if enl_fpn.block == "enl" else "nl_embedded_gaussian"
@@ -66,6 +78,7 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
             position_encoding=enl_fpn.position_encoding, dct_size=tuple(enl_fpn.dct_size))
         for level, block in per_level.items():
             total = total + block
+            live.append(block_live_floats(block, enl_fpn.num_filters, height, width, level))
             blocks.append(f"{kind} on P{level} {cost.level_shape(height, width, level)}, "
                           f"C={enl_fpn.num_filters}")
     if backbone.type == "resnet_nl":
@@ -76,8 +89,17 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
                                 inter_channels=resnet_nl.nl_inter_channels,
                                 kind="nl_embedded_gaussian")
         total = total + block
+        live.append(block.affinity_floats + channels * grid[0] * grid[1])
         blocks.append(f"nl_embedded_gaussian in res{resnet_nl.nl_level} {grid}, C={channels}")
-    return {"macs": total.macs, "params": total.params, "blocks": blocks}
+    return {"macs": total.macs, "params": total.params, "blocks": blocks,
+            "lower_bound_bytes": FLOAT32_BYTES * max(live)}
+
+
+def block_live_floats(block: cost.BlockCost, channels: int, image_height: int,
+                      image_width: int, level: int) -> int:
+    """An FPN block's affinity (``enl_core.cost``) plus its C x N input, in floats."""
+    height, width = cost.level_shape(image_height, image_width, level)
+    return block.affinity_floats + channels * height * width
 
 
 def measure_variant(detector: str, variant: str, config: BenchConfig, log=print) -> dict:
@@ -97,7 +119,7 @@ def measure_variant(detector: str, variant: str, config: BenchConfig, log=print)
     experiment.task.model.input_size = [height, width, 3]
     experiment.task.init_checkpoint = None  # offline: random weights, same cost
     experiment.runtime.mixed_precision_dtype = "float32"
-    result = {"detector": detector, "variant": variant, "experiment": name,
+    result = {"detector": detector, "variant": variant, "experiment": name, "batch": config.batch,
               "input_size": [height, width], "import_s": time.perf_counter() - started}
 
     # The model the experiment's task builds (MaskRCNNTask.build_model calls
@@ -144,9 +166,15 @@ def measure_variant(detector: str, variant: str, config: BenchConfig, log=print)
         result["gpu"] = tf.config.experimental.get_device_details(
             tf.config.list_physical_devices("GPU")[0]).get("device_name")
     else:
-        result["rss_before_bytes"] = measure.rss_bytes()
+        # Whole process: high-water during the forward above the resident size
+        # with the weights loaded (freed heap returned to the OS first).
+        result["loaded_peak_bytes"] = measure.high_water_bytes()  # build + trace, no forward
         result["forward_above_bytes"] = measure.host_peak_above(call, lambda: None)
-        result["process_peak_bytes"] = measure.high_water_bytes()
+        result["rss_before_bytes"] = result["process_peak_bytes"] = None
+        high_water = measure.high_water_bytes()
+        if result["forward_above_bytes"] is not None and high_water is not None:
+            result["rss_before_bytes"] = high_water - result["forward_above_bytes"]
+            result["process_peak_bytes"] = high_water
     result["allocator_peak_bytes"] = tf.config.experimental.get_memory_info(device)["peak"]
     result["forward_s"] = time.perf_counter() - begin  # first call: includes graph optimisation
     result["total_s"] = time.perf_counter() - started
@@ -160,7 +188,9 @@ def compare(variants: list[dict], tolerance: float = 0.02) -> list[dict]:
 
     Per variant: ``flops_delta`` (profiler, variant - baseline), ``model_flops``
     (2 x enl_core.cost MACs of the blocks), ``agreement`` (their ratio - 1),
-    ``params_delta`` (built, variant - baseline) and ``model_params``.
+    ``params_delta`` (built, variant - baseline) and ``model_params``; with a
+    whole-process eval figure, ``memory_delta`` (variant - baseline) and
+    ``memory_below_bound`` (the figure is under the blocks' lower bound).
     """
     baselines = {v["detector"]: v for v in variants
                  if v.get("variant") == "baseline" and v.get("status", "ok") == "ok"}
@@ -177,6 +207,12 @@ def compare(variants: list[dict], tolerance: float = 0.02) -> list[dict]:
                 params_delta=row["params"] - base["params"],
                 params_ratio=row["params"] / base["params"],
                 model_params=row["model_cost"]["params"])
+            memory, bound = row.get("forward_above_bytes"), row["model_cost"].get(
+                "lower_bound_bytes", 0) * row.get("batch", 1)
+            if memory is not None:
+                row["memory_below_bound"] = memory < bound
+                if base.get("forward_above_bytes") is not None:
+                    row["memory_delta"] = memory - base["forward_above_bytes"]
             if model_flops:
                 row["agreement"] = delta / model_flops - 1.0
                 row["agrees"] = math.isfinite(row["agreement"]) and abs(

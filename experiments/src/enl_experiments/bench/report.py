@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enl_experiments.bench import detectors as detectors_lib
 from enl_experiments.bench import targets as targets_lib
+from enl_experiments.bench import training as training_lib
 from enl_experiments.bench.cases import IMPLEMENTATIONS
 from enl_experiments.bench.config import BLOCK_MODES
 from enl_experiments.bench.paper import TABLE_3
@@ -176,10 +177,12 @@ def detector_section(section: dict) -> str:
         for row in rows:
             if row.get("status", "ok") != "ok":
                 table_rows.append([row["variant"], row["status"], row.get("reason", "")[:120]]
-                                  + ["-"] * 7)
+                                  + ["-"] * 10)
                 continue
             gmacs = row["profiler_flops"] / 2e9
-            memory = row.get("allocator_peak_bytes")
+            memory = row.get("forward_above_bytes")
+            # Beside the paper's GPU figure (weights included): weights + eval memory.
+            total = None if memory is None else memory + 4 * row["params"]
             delta = row.get("flops_delta")
             table_rows.append([
                 row["variant"], f"{gmacs:.1f}",
@@ -189,20 +192,27 @@ def detector_section(section: dict) -> str:
                 f"{row['params'] / 1e6:.2f}",
                 "-" if row["variant"] == "baseline" or "params_delta" not in row
                 else f"{row['params_delta']:+,} (model {row['model_params']:+,})",
-                _mib(memory), _mib(row.get("process_peak_bytes")),
+                _mib(memory),
+                "-" if row["variant"] == "baseline" or "memory_delta" not in row
+                else f"{row['memory_delta'] / MIB:+,.0f}",
+                _mib(row["model_cost"].get("lower_bound_bytes", 0) * row.get("batch", 1))
+                + (" **(below!)**" if row.get("memory_below_bound") else ""),
+                _mib(row.get("allocator_peak_bytes")), _mib(row.get("process_peak_bytes")),
                 f"{row['forward_s']:.0f} s (build {row['build_s']:.0f} s)"])
             paper = TABLE_3.get(row["variant"])
             if paper:
                 paper_rows.append([
                     row["variant"], f"{gmacs:.1f} / {paper['gflops']:.2f}",
                     _paper_ratio(gmacs, paper["gflops"]),
-                    f"{_mib(memory)} / {paper['memory_mb']}",
-                    _paper_ratio(None if memory is None else memory / MIB, paper["memory_mb"]),
+                    f"{_mib(total)} / {paper['memory_mb']}",
+                    _paper_ratio(None if total is None else total / MIB, paper["memory_mb"]),
                     f"{row['params'] / 1e6:.2f} / {paper['params_m']:.2f}",
                     _paper_ratio(row["params"] / 1e6, paper["params_m"])])
         out.append(table(["variant", "GMACs (TF profiler / 2)", "delta GMACs (profiler)",
                           "delta GMACs (enl_core.cost)", "agreement", "params (M)",
-                          "delta params (built; enl_core.cost)", "eval memory MiB",
+                          "delta params (built; enl_core.cost)",
+                          "eval memory above weights MiB (RSS)", "delta MiB",
+                          "lower bound MiB (enl_core.cost)", "TF allocator peak MiB",
                           "process peak MiB", "first eval forward"], table_rows))
         base = next((r for r in rows if r["variant"] == "baseline"
                      and r.get("profiler_flops_by_op")), None)
@@ -212,7 +222,8 @@ def detector_section(section: dict) -> str:
             out += ["", f"Baseline GMACs by op type (profiler / 2): {by_op}."]
         if paper_rows:
             out += ["", "Beside the paper's Table 3 (ours / paper):", "",
-                    table(["variant", "GMACs / Gflops", "ratio", "memory MiB / MB", "ratio",
+                    table(["variant", "GMACs / Gflops", "ratio",
+                           "weights + eval memory MiB / MB", "ratio",
                            "params M", "ratio"], paper_rows)]
         out.append("")
     out += [
@@ -222,14 +233,56 @@ def detector_section(section: dict) -> str:
         "The delta columns compare the same thing two ways: profiler(variant) - "
         "profiler(baseline) against 2 x the blocks' multiply-adds from `enl_core.cost` "
         "(its element-wise ops - biases, softmax, residual - are in the profiler's count "
-        "only). Eval memory: TensorFlow's allocator peak during one eval forward "
-        "(`tf.config.experimental.get_memory_info`, CPU:0 or GPU:0), weights included, "
-        "the closest match to the paper's GPU figure; process peak: the whole process's "
-        "resident high-water during that forward (TensorFlow runtime and libraries "
-        "included), measured in a fresh process per variant. The paper measured GPU "
+        "only). Eval memory: the whole process's resident high-water during one eval "
+        "forward above its resident size with the weights loaded and the graph traced "
+        "(a fresh process per variant, freed heap returned to the OS before the "
+        "forward); lower bound: the largest block's affinity (`enl_core.cost`, N x N for "
+        "NL) plus its input, both live at once; a figure below it fails the bench. "
+        "TensorFlow's allocator peak (`tf.config.experimental.get_memory_info`, weights "
+        "included) is kept beside it: on CPU it misses allocations. Process peak: the "
+        "resident high-water at the end of that forward. The paper measured GPU "
         "memory with maskrcnn-benchmark "
         "(PyTorch, 81 classes); Model Garden's heads have 91 classes, so parameters "
         "differ slightly."]
+    return "\n".join(out) + "\n"
+
+
+def training_section(section: dict) -> str:
+    """The training-mode table: one Mask R-CNN SGD step per variant."""
+    rows = section.get("variants")
+    if not rows:
+        return f"Not run: {section.get('error', 'section missing')}\n"
+    size = rows[0].get("input_size", ["?", "?"])
+    table_rows = []
+    for row in training_lib.compare(rows):
+        predicted = _mib(row.get("predicted_block_bytes"))
+        bound = _mib(row.get("lower_bound_bytes"))
+        if row.get("status") != "ok":
+            table_rows.append([row["variant"], f"{row.get('status')}: "
+                               f"{row.get('reason', '')[:120]}", "-", "-", "-", bound,
+                               predicted])
+            continue
+        table_rows.append([
+            row["variant"], format_seconds(row["step_s"]),
+            "-" if "time_ratio" not in row else f"{row['time_ratio'] - 1:+.1%}",
+            _mib(row["step_above_bytes"]),
+            "-" if "memory_ratio" not in row else f"{row['memory_ratio'] - 1:+.1%}",
+            bound + (" **(below!)**" if row.get("memory_below_bound") else ""), predicted])
+    out = [f"R50-FPN Mask R-CNN (enl_torch.detection, torchvision), {size[0]}x{size[1]}, "
+           f"batch 1, float32, training mode: one SGD step (forward, losses, backward, "
+           f"optimizer) on a synthetic image with two masked boxes, each variant in a fresh "
+           f"process. Run: {contention_text(section)}.", "",
+           table(["variant", "step time (median)", "vs baseline",
+                  "step memory above loaded MiB (RSS)", "vs baseline",
+                  "lower bound MiB (saved affinities)", "blocks predicted MiB"], table_rows),
+           "", "Step memory: the process's resident high-water during the first step above "
+           "its resident size with the weights loaded and nothing run (activations, "
+           "gradients and the optimizer's momentum buffers); step time: the median of the "
+           "steps after it. Lower bound: the affinities every block saves for the backward, all "
+           "live when it starts, plus the largest block input (`enl_core.cost`). Blocks "
+           "predicted: the block bench's forward + backward memory model summed over the "
+           "blocks; a variant predicted above the device memory is reported infeasible "
+           "with that size."]
     return "\n".join(out) + "\n"
 
 
@@ -248,10 +301,12 @@ def render(results: dict) -> str:
            f"{machine.get('load_average', '?')}.",
            f"Blocks: C = {config.get('channels')}, C' = {config.get('inter_channels')}, "
            f"batch {config.get('batch')}, float32; N = side^2 for sides {config.get('sides')}.",
-           "", "## Targets (issue 7)", "", targets_section(results), "",
+           "", "## Targets", "", targets_section(results), "",
            "## 1. Cost table (paper Table 3)", "",
            detector_section(sections.get("detectors", {})),
-           "## 2. Block scaling", "",
+           "## 2. Training step (Mask R-CNN, torch)", "",
+           training_section(sections.get("training", {})),
+           "## 3. Block scaling", "",
            "Median wall time after warm-up (device-synchronised), peak memory above the "
            "inputs (CPU: process resident high-water, reset before the call; GPU: allocator "
            "peak). MACs of every entry are `enl_core.cost`'s exact count (x 3 for "
@@ -264,7 +319,7 @@ def render(results: dict) -> str:
             out.append(scaling_section(framework, sections[framework]))
     plots = meta.get("plots", [])
     if plots:
-        out += ["## 3. Plots", ""] + [f"![{p}]({p})" for p in plots]
+        out += ["## 4. Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(out) + "\n"
 
 
@@ -303,14 +358,15 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
             paper = TABLE_3.get(row["variant"], {})
             rows.append([
                 row["detector"], row["variant"], f"{row['profiler_flops'] / 2e9:.1f}",
-                f"{row['params'] / 1e6:.2f}", _mib(row.get("allocator_peak_bytes")),
+                f"{row['params'] / 1e6:.2f}", _mib(row.get("forward_above_bytes")),
                 f"{paper.get('gflops', '-')} / {paper.get('params_m', '-')} M / "
                 f"{paper.get('memory_mb', '-')} MB"])
         size = variants[0].get("input_size", ["?", "?"])
         out += [f"Cost table (paper Table 3), {size[0]}x{size[1]}, eval mode, batch 1 "
-                "(GMACs from TensorFlow's profiler; memory: TF allocator peak of one eval "
-                "forward, CPU):", "",
-                table(["detector", "variant", "GMACs", "params (M)", "eval memory (MiB)",
+                "(GMACs from TensorFlow's profiler; memory: the process's resident "
+                "high-water of one eval forward above the loaded weights, CPU):", "",
+                table(["detector", "variant", "GMACs", "params (M)",
+                       "eval memory above weights (MiB)",
                        "paper: Gflops / params / memory"], rows), ""]
     for framework, section in sections.items():
         if "entries" not in section:

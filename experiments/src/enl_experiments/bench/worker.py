@@ -21,7 +21,7 @@ def _log(message: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m enl_experiments.bench.worker")
-    parser.add_argument("section", choices=("scaling", "detector"))
+    parser.add_argument("section", choices=("scaling", "detector", "training"))
     parser.add_argument("--config", required=True, help="BenchConfig as a JSON file")
     parser.add_argument("--out", required=True, help="where the section's JSON goes")
     parser.add_argument("--framework", choices=("torch", "keras"))
@@ -41,6 +41,12 @@ def main(argv=None) -> int:
         else:
             parser.error("scaling needs --framework torch|keras")
         result = scaling.run_section(Backend(config), config, _log)
+    elif args.section == "training":
+        if not args.variant:
+            parser.error("training needs --variant")
+        from enl_experiments.bench import training
+
+        result = training.measure_variant(args.variant, config, _log)
     else:
         if not args.detector or not args.variant:
             parser.error("detector needs --detector and --variant")

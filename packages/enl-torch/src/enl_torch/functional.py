@@ -16,6 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 NL_MODES = ("dot_product", "embedded_gaussian")
 
@@ -70,17 +71,24 @@ def _bases(height: int, width: int, dct_size: tuple[int, int], dtype: torch.dtyp
             dct_basis(width, dct_size[1], dtype, device))  # W, kW
 
 
+def _dct_coefficients(t: torch.Tensor, dct_size: tuple[int, int]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``B_H^T T B_W`` per channel (B, C', kH, kW), with the bases B_H and B_W."""
+    batch, inter, height, width = t.shape
+    basis_h, basis_w = _bases(height, width, dct_size, t.dtype, t.device)
+    # bmm over (B, C' H, W) takes t as the strided slice it is (no copy).
+    rows = torch.bmm(t.reshape(batch, inter * height, width),
+                     basis_w.expand(batch, width, dct_size[1]))  # B, C' H, kW
+    coefficients = basis_h.t() @ rows.reshape(batch, inter, height, dct_size[1])  # B, C', kH, kW
+    return coefficients, basis_h, basis_w
+
+
 def _position_rows(g: torch.Tensor, dct_size: tuple[int, int],
                    dct_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``B_H (d^2 * B_H^T G B_W)`` (B, C', H, kW) and ``B_W`` (W, kW): the position
     term is their product ``rows @ B_W^T``, left to the caller so that it can
     accumulate it in place (eq. 9, 11)."""
-    batch, inter, height, width = g.shape
-    basis_h, basis_w = _bases(height, width, dct_size, g.dtype, g.device)
-    # bmm over (B, C' H, W) takes g as the strided slice it is (no copy).
-    rows = torch.bmm(g.reshape(batch, inter * height, width),
-                     basis_w.expand(batch, width, dct_size[1]))  # B, C' H, kW
-    coefficients = basis_h.t() @ rows.reshape(batch, inter, height, dct_size[1])  # B, C', kH, kW
+    coefficients, basis_h, basis_w = _dct_coefficients(g, dct_size)
     if dct_weights is not None:
         coefficients = coefficients * (dct_weights * dct_weights).to(g.dtype)
     return basis_h @ coefficients, basis_w  # B, C', H, kW
@@ -183,10 +191,197 @@ def _mix_float32(device: str, theta: torch.Tensor, phi: torch.Tensor, g: torch.T
                     dct_size, dct_weights)
 
 
+def _corner_weight(dct_weights: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | float:
+    """``d_00^2``: the position term maps a constant map c to ``d_00^2 c``.
+
+    The DC column of both 1D DCT bases is constant and every other column sums
+    to zero, so ``E-hat^T 1 = sqrt(N) e_00`` and ``L 1 = d_00^2 1`` (eq. 10).
+    """
+    return 1.0 if dct_weights is None else (dct_weights[0, 0] * dct_weights[0, 0]).to(dtype)
+
+
+def _matvec(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """(B, M, K) @ (B, K) -> (B, M)."""
+    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def _add_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``out += left @ right`` in place, one batch element at a time.
+
+    (B, M, K) @ (B, K, N) into (B, M, N). On CPU ``baddbmm_`` first copies
+    its output into a temporary; ``addmm_`` accumulates where it stands.
+    """
+    for index in range(out.shape[0]):
+        out[index].addmm_(left[index], right[index])
+    return out
+
+
+def _accumulate_position(out: torch.Tensor, source: torch.Tensor, height: int, width: int,
+                         dct_size: tuple[int, int],
+                         dct_weights: torch.Tensor | None) -> torch.Tensor:
+    """``out += E-hat (E-hat^T source)`` in place (both (B, C', N), eq. 9, 11).
+
+    Returns:
+        the DCT coefficients of ``source`` before the d^2 scaling (B, C', kH, kW).
+    """
+    batch, inter = source.shape[0], source.shape[1]
+    coefficients, basis_h, basis_w = _dct_coefficients(
+        source.reshape(batch, inter, height, width), dct_size)  # B, C', kH, kW
+    scaled = coefficients
+    if dct_weights is not None:
+        scaled = coefficients * (dct_weights * dct_weights).to(source.dtype)
+    rows = (basis_h @ scaled).reshape(batch, inter * height, dct_size[1])  # B, C' H, kW
+    _add_product_(out.view(batch, inter * height, width), rows,
+                  basis_w.t().expand(batch, -1, -1))
+    return coefficients
+
+
+class _FusedENL(torch.autograd.Function):
+    """The ENL block on (B, C, N) with a hand-written backward (eq. 6, 9).
+
+    Every bias is folded into per-channel constants, so each GEMM writes a
+    fresh buffer or accumulates in place, and no bias or residual is copied
+    into a GEMM output: with ``theta = theta0 + b_theta`` (``theta0 = W_theta x``,
+    likewise phi and g) and ``m`` the mean over positions,
+
+    * ``[phi g]^T / N = g0 phi0^T / N + (m_g0 + b_g) b_phi^T + b_g m_phi0^T``,
+    * ``y = y0 + u`` with ``y0 = K theta0 + E-hat E-hat^T g0`` and the
+      per-channel ``u = K b_theta + d_00^2 b_g`` (:func:`_corner_weight`),
+    * ``z = W_out y0 + (W_out u + b_out) + x``: one pass builds ``x + const``,
+      the GEMM accumulates into it.
+
+    The backward does the same with the constants of ``d phi`` and ``d g``.
+    Saved: x (the caller's input), the bias-free projection ``[theta0; phi0;
+    g0]`` (3 C' x N), ``y0`` (C' x N), the DCT coefficients of g0 (C' x kH kW)
+    and C' x C' / C' / C vectors: nothing N x N, no recomputation.
+    """
+
+    @staticmethod
+    def forward(ctx, flat, weight, bias, out_weight, out_bias, dct_weights, height, width,
+                position_encoding, dct_size):
+        batch, n = flat.shape[0], flat.shape[2]
+        inter = out_weight.shape[1]
+        projected = torch.bmm(weight.expand(batch, -1, -1), flat)  # B, 3C', N (no bias)
+        theta, phi, g = projected.split(inter, dim=1)  # B, C', N each
+        context = torch.bmm(g, phi.transpose(1, 2)) / n  # B, C', C' ([phi g]^T / N)
+        mean_x = shift = None
+        if bias is not None:
+            theta_bias, phi_bias, g_bias = bias.split(inter)
+            mean_x = flat.mean(dim=2)  # B, C
+            _, phi_mean, g_mean = (mean_x @ weight.t()).split(inter, dim=1)  # B, C'
+            context = (context + (g_mean + g_bias).unsqueeze(2) * phi_bias
+                       + g_bias.unsqueeze(1) * phi_mean.unsqueeze(1))
+            shift = context @ theta_bias  # B, C' (K b_theta)
+        y = torch.bmm(context, theta)  # B, C', N (y0)
+        coefficients = None
+        if position_encoding:
+            coefficients = _accumulate_position(y, g, height, width, dct_size, dct_weights)
+            if bias is not None:
+                shift = shift + _corner_weight(dct_weights, y.dtype) * bias[2 * inter:]
+        constant = None if shift is None else shift @ out_weight.t()  # B, C
+        if out_bias is not None:
+            constant = out_bias.expand(batch, -1) if constant is None else constant + out_bias
+        out_weights = out_weight.expand(batch, -1, -1)
+        if constant is None:
+            z = torch.baddbmm(flat, out_weights, y)  # B, C, N
+        else:
+            z = _add_product_(flat + constant.unsqueeze(2), out_weights, y)  # B, C, N
+        ctx.save_for_backward(flat, weight, bias, out_weight, out_bias, dct_weights, projected,
+                              y, context, shift, mean_x, coefficients)
+        ctx.geometry = (height, width, position_encoding, dct_size)
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (flat, weight, bias, out_weight, out_bias, dct_weights, projected, y, context, shift,
+         mean_x, coefficients) = ctx.saved_tensors
+        height, width, position_encoding, dct_size = ctx.geometry
+        batch, n = flat.shape[0], flat.shape[2]
+        inter = out_weight.shape[1]
+        theta, phi, g = projected.split(inter, dim=1)  # B, C', N each (bias-free)
+        grad_sum = grad.sum(dim=2)  # B, C
+        grad_out_weight = torch.bmm(grad, y.transpose(1, 2)).sum(0)  # C, C'
+        if shift is not None:
+            grad_out_weight = grad_out_weight + grad_sum.t() @ shift
+        grad_out_bias = None if out_bias is None else grad_sum.sum(0)
+        grad_y = torch.bmm(out_weight.t().expand(batch, -1, -1), grad)  # B, C', N
+        grad_y_sum = grad_sum @ out_weight  # B, C'
+        grad_context = torch.bmm(grad_y, theta.transpose(1, 2))  # B, C', C'
+        if bias is not None:
+            grad_context = grad_context + grad_y_sum.unsqueeze(2) * bias[:inter]
+        grad_projected = torch.empty_like(projected)  # B, 3C', N
+        grad_theta, grad_phi, grad_g = grad_projected.split(inter, dim=1)
+        torch.bmm(context.transpose(1, 2), grad_y, out=grad_theta)
+        torch.bmm(grad_context.transpose(1, 2) / n, g, out=grad_phi)
+        torch.bmm(grad_context / n, phi, out=grad_g)
+        grad_dct = None
+        if position_encoding:
+            grad_coefficients = _accumulate_position(grad_g, grad_y, height, width, dct_size,
+                                                     dct_weights)  # L is symmetric
+            if dct_weights is not None and ctx.needs_input_grad[5]:
+                products = (grad_coefficients * coefficients).sum((0, 1))  # kH, kW
+                if bias is not None:  # the DC coefficient of the constant b_g
+                    products[0, 0] += (grad_y_sum * bias[2 * inter:]).sum()
+                grad_dct = (2 * dct_weights * products).to(dct_weights.dtype)
+        del grad_y
+        grad_bias = shift_rows = None
+        if bias is not None:
+            phi_bias, g_bias = bias[inter:2 * inter], bias[2 * inter:]
+            _, phi_mean, g_mean = (mean_x @ weight.t()).split(inter, dim=1)  # B, C'
+            grad_context_t = grad_context.transpose(1, 2)
+            # d phi and d g are the GEMMs above plus these per-channel constants.
+            shift_rows = torch.cat([torch.zeros_like(phi_mean), grad_context_t @ g_bias / n,
+                                    grad_context @ phi_bias / n], dim=1)  # B, 3C'
+            grad_g_bias = _matvec(grad_context, phi_mean + phi_bias)
+            if position_encoding:
+                grad_g_bias = grad_g_bias + _corner_weight(dct_weights, g.dtype) * grad_y_sum
+            grad_bias = torch.cat([_matvec(context.transpose(1, 2), grad_y_sum),
+                                   _matvec(grad_context_t, g_mean + g_bias),
+                                   grad_g_bias], dim=1).sum(0)  # 3C'
+        grad_weight = torch.bmm(grad_projected, flat.transpose(1, 2)).sum(0)  # 3C', C
+        if shift_rows is not None:
+            grad_weight = grad_weight + n * shift_rows.t() @ mean_x
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            weights_t = weight.t().expand(batch, -1, -1)
+            if shift_rows is None:
+                grad_x = torch.baddbmm(grad, weights_t, grad_projected)  # B, C, N
+            else:
+                grad_x = _add_product_(grad + (shift_rows @ weight).unsqueeze(2), weights_t,
+                                       grad_projected)  # B, C, N
+        return (grad_x, grad_weight, grad_bias, grad_out_weight, grad_out_bias, grad_dct,
+                None, None, None, None)
+
+
+def _use_fused(x: torch.Tensor) -> bool:
+    """The hand-written autograd path runs in eager float32 / float64 without
+    autocast; TorchScript, the tracer (trace, ONNX) and torch.compile take the
+    plain path, whose autograd they derive themselves."""
+    if torch.jit.is_scripting():
+        return False
+    return _eager_use_fused(x)
+
+
+@torch.jit.unused
+def _eager_use_fused(x: torch.Tensor) -> bool:
+    return (not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and x.dtype in (torch.float32, torch.float64) and _eager_autocast_device(x) == "")
+
+
+@torch.jit.unused
+def _fused_enl(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               out_weight: torch.Tensor, out_bias: torch.Tensor | None, height: int, width: int,
+               position_encoding: bool, dct_size: tuple[int, int],
+               dct_weights: torch.Tensor | None) -> torch.Tensor:
+    return _FusedENL.apply(flat, weight, bias, out_weight, out_bias, dct_weights, height, width,
+                           position_encoding, dct_size)
+
+
 def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         out_weight: torch.Tensor, out_bias: torch.Tensor | None,
         position_encoding: bool = True, dct_size: tuple[int, int] = (9, 9),
-        dct_weights: torch.Tensor | None = None) -> torch.Tensor:
+        dct_weights: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
     """The ENL block on an NCHW tensor: ``z = out(y) + x`` (eq. 4, 6, 9).
 
     Args:
@@ -196,6 +391,11 @@ def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         position_encoding: add the DCT position term.
         dct_size: (kH, kW), clamped to the grid.
         dct_weights: d of shape dct_size, or None for ones.
+        fused: in eager float32 / float64 without autocast, run the hand-written
+            autograd function (biases and residual folded into the GEMMs, only
+            the projections and y saved); False, or under TorchScript, tracing,
+            torch.compile or autocast: the plain autograd path. Both compute
+            the same numbers.
 
     Returns:
         (B, C, H, W). Under autocast, or for float16 / bfloat16 inputs, the
@@ -205,6 +405,9 @@ def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     batch, channels, height, width = x.shape
     inter = out_weight.shape[1]
     flat = x.reshape(batch, channels, height * width)  # B, C, N
+    if fused and _use_fused(x):
+        return _fused_enl(flat, weight, bias, out_weight, out_bias, height, width,
+                          position_encoding, dct_size, dct_weights).reshape(x.shape)
     projected = project(flat, weight, bias)  # B, 3C', N
     theta, phi, g = projected.split(inter, dim=1)  # B, C', N each
     device = _autocast_device(x)

@@ -1,0 +1,203 @@
+"""The training-mode detector table: one SGD step of R50-FPN Mask R-CNN in torch.
+
+The paper's cost table is eval-only (it could not train +3NL TD: "exceeds
+16GB"). This section times one training step (forward, backward, optimizer)
+of ``enl_torch.detection.maskrcnn_enl_resnet_fpn`` at the bench's image size,
+batch 1, float32, for the four variants of Table 3, each in a fresh process
+(:func:`measure_variant`, called by the worker), and measures its memory the
+whole-process way: the resident high-water during the first step above the
+resident size with the weights loaded and nothing run (the step's activations,
+gradients and the optimizer's momentum buffers). Step time is the median of
+the steps after it.
+
+Before a variant runs, ``enl_core.cost`` predicts what its blocks hold for the
+backward (:func:`predicted_block_bytes`); above the device memory it is
+reported infeasible with that size, never started. After it runs, its figure
+must be at least the affinities its blocks saved for the backward
+(:func:`lower_bound_bytes`), or the check fails.
+
+This module imports no framework: the worker imports torch inside
+:func:`measure_variant`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from enl_core import cost
+from enl_experiments.bench.cases import FLOAT32_BYTES, MEMORY_FACTOR
+from enl_experiments.bench.config import GIB, BenchConfig
+
+# Row label (as the eval table) -> enl_torch.detection variant.
+VARIANTS = {"baseline": "baseline", "+1NL, BU": "1nl_bu", "+3ENL, TD": "3enl_td",
+            "+3NL, TD": "3nl_td"}
+ENL_VARIANT = "+3ENL, TD"
+OVERHEAD_MAX = 0.05  # +3ENL TD over the baseline, step time and peak memory
+# The paper's layout (Sec. 4.1), what enl_torch.detection builds: (kind, level, C).
+# The bottom-up NL sits before the last block of res4 (stride 16, 1,024 channels).
+BLOCK_LAYOUT = {
+    "baseline": (),
+    "+1NL, BU": (("nl_embedded_gaussian", 4, 1024),),
+    "+3ENL, TD": tuple(("enl", level, 256) for level in (5, 4, 3)),
+    "+3NL, TD": tuple(("nl_embedded_gaussian", level, 256) for level in (5, 4, 3)),
+}
+NUM_CLASSES = 91  # COCO with background, as the eval table's Model Garden heads
+
+
+def block_costs(variant: str, height: int, width: int) -> list[tuple[cost.BlockCost, int, int]]:
+    """(cost, C, N) of each block of ``variant`` on an H x W image."""
+    if variant not in BLOCK_LAYOUT:
+        raise ValueError(f"`variant` must be one of {list(BLOCK_LAYOUT)}, received {variant!r}")
+    blocks = []
+    for kind, level, channels in BLOCK_LAYOUT[variant]:
+        grid = cost.level_shape(height, width, level)
+        blocks.append((cost.block_cost(*grid, channels=channels, kind=kind,
+                                       position_encoding=kind == "enl"),
+                       channels, grid[0] * grid[1]))
+    return blocks
+
+
+def predicted_block_bytes(variant: str, height: int, width: int) -> int:
+    """What the blocks add to a training step, by the block bench's memory model:
+    every block's forward + backward peak (``MEMORY_FACTOR`` x ``peak_floats``,
+    plus its output), summed, since a training step keeps every block's saved
+    tensors until the backward reaches it."""
+    return FLOAT32_BYTES * sum(MEMORY_FACTOR["forward_backward"] * block.peak_floats
+                               + channels * n
+                               for block, channels, n in block_costs(variant, height, width))
+
+
+def lower_bound_bytes(variant: str, height: int, width: int) -> int:
+    """Bytes a training step of ``variant`` must hold at once for its blocks:
+    the affinity each block saves for the backward (N x N for NL), all live
+    when the backward starts, plus the largest block's input."""
+    blocks = block_costs(variant, height, width)
+    if not blocks:
+        return 0
+    affinities = sum(block.affinity_floats for block, _, _ in blocks)
+    return FLOAT32_BYTES * (affinities + max(channels * n for _, channels, n in blocks))
+
+
+def feasibility(variant: str, height: int, width: int, limit_bytes: int,
+                available_bytes: int | None) -> tuple[str, str]:
+    """("run" | "infeasible" | "skipped", reason) from the predicted block memory."""
+    predicted = predicted_block_bytes(variant, height, width)
+    if predicted > limit_bytes:
+        return "infeasible", (f"blocks need ~{predicted / GIB:.1f} GiB > "
+                              f"{limit_bytes / GIB:.0f} GiB device memory (enl_core.cost model)")
+    if available_bytes is not None and predicted > 0.8 * available_bytes:
+        return "skipped", (f"blocks need ~{predicted / GIB:.1f} GiB, only "
+                           f"{available_bytes / GIB:.1f} GiB free now")
+    return "run", ""
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Adds ``time_ratio`` / ``memory_ratio`` over the baseline and the lower-bound check."""
+    base = next((r for r in rows if r["variant"] == "baseline" and r.get("status") == "ok"),
+                None)
+    out = []
+    for row in rows:
+        row = dict(row)
+        if row.get("status") == "ok" and row.get("step_above_bytes") is not None:
+            row["memory_below_bound"] = row["step_above_bytes"] < row["lower_bound_bytes"]
+            if base is not None and base.get("step_above_bytes"):
+                row["time_ratio"] = row["step_s"] / base["step_s"]
+                row["memory_ratio"] = row["step_above_bytes"] / base["step_above_bytes"]
+        out.append(row)
+    return out
+
+
+def below_bound(rows: list[dict]) -> list[str]:
+    """Variants whose step memory is under the affinities their blocks must save."""
+    return [r["variant"] for r in compare(rows) if r.get("memory_below_bound")]
+
+
+def overhead_goals(rows: list[dict]) -> list[tuple[str, float | None, str]]:
+    """(what, +3ENL TD ratio - 1 or None, why not measured) for step time and memory."""
+    enl = next((r for r in compare(rows) if r["variant"] == ENL_VARIANT), None)
+    goals = []
+    for what, key in (("step time", "time_ratio"), ("peak memory", "memory_ratio")):
+        if enl is None or key not in enl:
+            why = ("+3ENL TD or the baseline did not run" if enl is None or enl.get(
+                "status") == "ok" else f"+3ENL TD {enl['status']}: {enl.get('reason', '')}")
+            goals.append((what, None, why))
+        else:
+            goals.append((what, enl[key] - 1.0, ""))
+    return goals
+
+
+def _synthetic_target(height: int, width: int, torch):
+    """Two boxes with masks and labels: enough for every loss of Mask R-CNN."""
+    boxes = torch.tensor([[0.1 * width, 0.1 * height, 0.5 * width, 0.6 * height],
+                          [0.4 * width, 0.3 * height, 0.9 * width, 0.9 * height]])
+    masks = torch.zeros(2, height, width, dtype=torch.uint8)
+    for index, (x0, y0, x1, y1) in enumerate(boxes.round().int().tolist()):
+        masks[index, y0:y1, x0:x1] = 1
+    return {"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks}
+
+
+def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
+    """One training step of one variant (runs in its own process; imports torch)."""
+    from enl_experiments.bench import measure
+
+    height, width = config.image_size
+    result = {"variant": variant, "input_size": [height, width], "batch": 1,
+              "predicted_block_bytes": predicted_block_bytes(variant, height, width),
+              "lower_bound_bytes": lower_bound_bytes(variant, height, width)}
+    import psutil
+
+    status, reason = feasibility(variant, height, width, int(config.memory_limit_gib * GIB),
+                                 psutil.virtual_memory().available)
+    if status != "run":
+        log(f"[training] {variant}: {status} ({reason})")
+        return result | {"status": status, "reason": reason}
+    started = time.perf_counter()
+    import torch
+
+    import enl_torch
+    from enl_torch.detection import maskrcnn_enl_resnet_fpn
+
+    torch.manual_seed(0)
+    # min_size / max_size equal to the image: torchvision's transform keeps it as is.
+    model = maskrcnn_enl_resnet_fpn(variant=VARIANTS[variant], num_classes=NUM_CLASSES,
+                                    min_size=min(height, width), max_size=max(height, width))
+    model.train()
+    blocks = [m for m in model.modules() if isinstance(m, (enl_torch.ENL, enl_torch.NonLocal))]
+    expected = [channels for _, _, channels in BLOCK_LAYOUT[variant]]
+    if sorted(m.in_channels for m in blocks) != sorted(expected):
+        raise RuntimeError(f"{variant}: the built model has blocks with C = "
+                           f"{[m.in_channels for m in blocks]}, the cost model expects "
+                           f"{expected}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    images = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))]
+    targets = [_synthetic_target(height, width, torch)]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    result["params"] = sum(p.numel() for p in model.parameters())
+    result["build_s"] = time.perf_counter() - started
+    # Memory of the first step, on the heap of a process that has only loaded
+    # its weights: a later step would reuse pages the first one left behind.
+    # It includes the momentum buffers the optimizer creates (training state).
+    begin = time.perf_counter()
+    result["step_above_bytes"] = measure.host_peak_above(step, lambda: None)
+    result["first_step_s"] = time.perf_counter() - begin
+    log(f"[training] {variant}: built in {result['build_s']:.0f} s, first step "
+        f"{result['first_step_s']:.1f} s, peak above loaded "
+        f"{(result['step_above_bytes'] or 0) / 2**20:,.0f} MiB")
+    times = []
+    for _ in range(config.train_steps):
+        begin = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - begin)
+    result.update(status="ok", step_s=statistics.median(times), step_times_s=times,
+                  torch_threads=torch.get_num_threads())
+    log(f"[training] {variant}: step {result['step_s']:.1f} s (median of {len(times)})")
+    return result

@@ -1,0 +1,69 @@
+"""The training-mode detector table's logic (enl_experiments.bench.training); not timings."""
+
+import pytest
+from results_factory import training_rows
+
+from enl_core import cost
+from enl_experiments.bench import report, targets, training
+from enl_experiments.bench.config import GIB
+
+
+def test_lower_bound_is_the_saved_affinities():
+    """+3NL TD at 800 x 1088: P3 (100 x 136), P4 (50 x 68), P5 (25 x 34) affinities,
+    all saved for the backward, plus the P3 input."""
+    sizes = [100 * 136, 50 * 68, 25 * 34]
+    expected = 4 * (sum(n * n for n in sizes) + 256 * sizes[0])
+    assert training.lower_bound_bytes("+3NL, TD", 800, 1088) == expected
+    assert training.lower_bound_bytes("baseline", 800, 1088) == 0
+    enl = training.lower_bound_bytes("+3ENL, TD", 800, 1088)
+    assert enl == 4 * (3 * 128 * 128 + 256 * sizes[0])
+    bu = training.lower_bound_bytes("+1NL, BU", 800, 1088)
+    assert bu == 4 * (50 * 68) ** 2 + 4 * 1024 * 50 * 68
+
+
+def test_prediction_sums_the_blocks_and_decides_feasibility():
+    one = cost.block_cost(100, 136, 256, kind="nl_embedded_gaussian")
+    assert training.predicted_block_bytes("+3NL, TD", 800, 1088) > 4 * 4 * one.peak_floats
+    assert training.feasibility("+3NL, TD", 800, 1088, 24 * GIB, None) == ("run", "")
+    status, reason = training.feasibility("+3NL, TD", 1600, 2176, 24 * GIB, None)
+    assert status == "infeasible" and "GiB > 24 GiB" in reason, reason
+    status, reason = training.feasibility("+3NL, TD", 800, 1088, 24 * GIB, 2 * GIB)
+    assert status == "skipped" and "free now" in reason
+    with pytest.raises(ValueError, match="variant"):
+        training.block_costs("+5ENL", 800, 1088)
+
+
+def test_overheads_met_and_not_met():
+    met = targets.training_targets(training_rows(1.03, 1.04))
+    assert [t.status for t in met] == ["met", "met", "met"], met
+    assert met[0].measured == "+3.0%" and met[1].measured == "+4.0%"
+    missed = targets.training_targets(training_rows(1.08, 1.04))
+    assert [t.status for t in missed[:2]] == ["not met", "met"]
+
+
+def test_step_memory_below_the_saved_affinities_fails():
+    """+3NL TD saves ~800 MB of affinities; a 500 MB figure missed allocations."""
+    rows = training_rows(nl_td_above=500 * 2**20)
+    assert training.below_bound(rows) == ["+3NL, TD"]
+    target = targets.training_targets(rows)[2]
+    assert target.status == "not met" and "+3NL, TD 500 >=" in target.measured
+    assert training.below_bound(training_rows()) == []
+
+
+def test_infeasible_variant_is_reported_with_its_size():
+    rows = training_rows()
+    rows[3] = {"variant": "+3NL, TD", "status": "infeasible", "input_size": [800, 1088],
+               "reason": "blocks need ~30.0 GiB > 24 GiB device memory (enl_core.cost model)",
+               "lower_bound_bytes": 1, "predicted_block_bytes": 30 * GIB}
+    text = report.training_section({"variants": rows, "run": {"wall_s": 1.0}})
+    assert "infeasible: blocks need ~30.0 GiB" in text and "30,720" in text
+    assert [t.status for t in targets.training_targets(rows)] == ["met", "met", "met"]
+
+
+def test_missing_enl_row_is_not_measured():
+    rows = [r for r in training_rows() if r["variant"] != "+3ENL, TD"]
+    found = targets.training_targets(rows)
+    assert [t.status for t in found[:2]] == ["not measured", "not measured"]
+    all_found = targets.all_targets({"sections": {}})
+    assert any(t.name.startswith("[training]") and t.status == "not measured"
+               for t in all_found)
