@@ -61,7 +61,7 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
         enl_fpn = decoder.enl_fpn
         kind = "enl" if enl_fpn.block == "enl" else "nl_embedded_gaussian"
         per_level = cost.fpn_blocks_cost(
-            height, width, block_levels=tuple(enl_fpn.levels),
+            height, width, block_levels=tuple(enl_fpn.block_levels),
             channels=enl_fpn.num_filters,
             inter_channels=enl_fpn.inter_channels, kind=kind,
             position_encoding=enl_fpn.position_encoding, dct_size=tuple(enl_fpn.dct_size))

@@ -26,6 +26,7 @@ from official.core import config_definitions as cfg
 from official.core import exp_factory
 from official.vision.configs import maskrcnn
 
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS
 from enl_keras.garden.configs import backbones, decoders
 
 
@@ -66,7 +67,7 @@ def _enl_td(config: cfg.ExperimentConfig, block: str) -> cfg.ExperimentConfig:
         enl_fpn=decoders.ENLFPN(num_filters=fpn.num_filters, fusion_type=fpn.fusion_type,
                                 use_separable_conv=fpn.use_separable_conv,
                                 use_keras_layer=fpn.use_keras_layer,
-                                levels=[5, 4, 3], block=block))
+                                block_levels=list(DEFAULT_BLOCK_LEVELS), block=block))
     return config
 
 
