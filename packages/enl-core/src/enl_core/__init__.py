@@ -9,9 +9,10 @@ Modules:
     fpn: the ENL-FPN's block names, norms, level checks and top-down reference.
     params: the weight layout and ``.npz`` interchange shared by all frameworks.
     cost: multiply-adds, parameters and memory of NL / ENL (Table 3).
+    variants: the paper's detector variants, with each framework's name for them.
 """
 
-from enl_core import blocks, cost, dct, fpn, params
+from enl_core import blocks, cost, dct, fpn, params, variants
 from enl_core.blocks import attention_map, enl_block, nonlocal_affinity, nonlocal_block
 from enl_core.params import BlockParams, init_params, load_npz, save_npz
 from enl_core.validation import DEFAULT_DCT_SIZE, normalize_dct_size, normalize_dct_weights
@@ -35,4 +36,5 @@ __all__ = [
     "normalize_dct_weights",
     "params",
     "save_npz",
+    "variants",
 ]
