@@ -110,7 +110,7 @@ def test_enl_is_linear_and_nl_quadratic_in_n():
 
 
 def test_fpn_blocks_cost_sums_levels_coarse_to_fine():
-    per_level = cost.fpn_blocks_cost(800, 1088, levels=(5, 4, 3))
+    per_level = cost.fpn_blocks_cost(800, 1088, block_levels=(5, 4, 3))
     assert cost.level_shape(800, 1088, 3) == (100, 136)
     assert per_level[5] == cost.block_cost(25, 34, 256)
     total = sum(per_level.values(), cost.ZERO)
@@ -125,8 +125,8 @@ def test_fpn_blocks_cost_sums_levels_coarse_to_fine():
         (lambda: cost.block_cost(0, 4, 8), "`height`"),
         (lambda: cost.block_cost(4, 4, 8, kind="nl"), "`kind`"),
         (lambda: cost.block_cost(4, 4, 8, 0), "`inter_channels`"),
-        (lambda: cost.fpn_blocks_cost(800, 1088, levels=()), "`levels`"),
-        (lambda: cost.fpn_blocks_cost(800, 1088, levels=(5, -1)), "`levels`"),
+        (lambda: cost.fpn_blocks_cost(800, 1088, block_levels=()), "`block_levels`"),
+        (lambda: cost.fpn_blocks_cost(800, 1088, block_levels=(5, -1)), "`block_levels`"),
     ],
 )
 def test_bad_input_names_the_argument(call, pattern):

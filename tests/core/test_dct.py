@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enl_core import dct
-from enl_core.testing import assert_close
+from enl_core.testing import DCT_BASIS_TOLERANCES, assert_close, dct_basis_error
 
 
 @given(n=st.integers(1, 40))
@@ -21,6 +21,37 @@ def test_dct_basis_is_orthonormal_and_matches_scipy(n):
     assert_close(basis.T @ basis, np.eye(n), "float64")
     signal = np.random.default_rng(n).normal(size=n)
     assert_close(basis.T @ signal, scipy.fft.dct(signal, type=2, norm="ortho"), "float64")
+
+
+@given(n=st.integers(1, 40), data=st.data())
+def test_dct_basis_columns_are_the_first_columns(n, data):
+    frequencies = data.draw(st.integers(1, n))
+    np.testing.assert_array_equal(dct.dct_basis(n, frequencies), dct.dct_basis(n)[:, :frequencies])
+
+
+@given(n=st.integers(1, 70_000), p=st.integers(0, 69_999), k=st.integers(0, 80))
+def test_dct_phase_is_the_angle_reduced_to_one_period(n, p, k):
+    p = p % n
+    phase = dct.dct_phase(np.array(p), np.array(k), n)
+    assert 0 <= phase < 4 * n
+    assert (phase - (2 * p + 1) * k) % (4 * n) == 0  # the same angle modulo 2 pi
+    unreduced = math.pi * (2 * p + 1) * k / (2 * n)
+    assert math.isclose(math.cos(dct.dct_angle(float(phase), n)), math.cos(unreduced),
+                        abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("n", [4097, 65_536])
+def test_float32_basis_with_reduced_phase_meets_the_shared_bound(n):
+    # The rule the framework bases follow, evaluated in float32 as they do.
+    p = np.arange(n)[:, None]
+    k = np.arange(9)[None, :]
+    angle = dct.dct_angle(dct.dct_phase(p, k, n).astype(np.float32), np.float32(n))
+    scale = np.sqrt(np.where(k == 0, 1.0, 2.0) / n).astype(np.float32)
+    basis = np.cos(angle.astype(np.float32)) * scale
+    assert dct_basis_error(basis, n) < DCT_BASIS_TOLERANCES["float32"]
+    unreduced = np.cos(np.float32(np.pi) * (2 * p + 1).astype(np.float32)
+                       * k.astype(np.float32) / np.float32(2 * n)) * scale
+    assert dct_basis_error(unreduced, n) > DCT_BASIS_TOLERANCES["float32"]  # the bound bites
 
 
 @given(grid=grids())
@@ -111,6 +142,8 @@ def test_clamped_weights_are_cropped_not_resampled():
     [
         (lambda: dct.dct_basis(0), "`n`"),
         (lambda: dct.dct_basis(2.5), "`n`"),
+        (lambda: dct.dct_basis(3, 4), "`frequencies`"),
+        (lambda: dct.dct_basis(3, 0), "`frequencies`"),
         (lambda: dct.e_hat(0, 3), "`height`"),
         (lambda: dct.e_hat(3, -1), "`width`"),
         (lambda: dct.e_hat(3, 3, (0, 9)), "`dct_size`"),

@@ -110,73 +110,44 @@ def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone
             assert parsed.block_norm == runner.profile.block_norm == "layer"
 
 
-# Model Garden defaults (official/vision/configs/maskrcnn.py) for what the YAML
-# leaves out; read here as numbers so this module never imports TensorFlow.
-GARDEN_ANCHOR_DEFAULTS = {"aspect_ratios": [0.5, 1.0, 2.0], "num_scales": 1}
-
-
-def test_profile_torch_detector_mirrors_the_garden_common_config():
-    """Profile.torch_detector (anchors, proposals, RoIs, heads, detections) agrees
-    with the garden YAML the same profile trains; paper keeps torchvision's."""
-    checked = 0
-    for profile in profiles.PROFILES.values():
-        common = profile.garden_configs[0]
-        if common is None:
-            assert profile.torch_detector is None, profile.name
-            continue
-        model = yaml.safe_load((runners.EXPERIMENTS_DIR / common).read_text())["task"]["model"]
-        torch_detector = profile.torch_detector
-        anchor = {**GARDEN_ANCHOR_DEFAULTS, **model["anchor"]}
-        assert anchor["num_scales"] == 1  # torch: one size per map
-        levels = range(model["min_level"], model["max_level"] + 1)
-        garden_sizes = [anchor["anchor_size"] * 2**level for level in levels]
-        # torchvision's FPN has one more map ("pool", P6): the same rule one level up.
-        assert list(torch_detector.anchor_sizes) == [
-            *garden_sizes, anchor["anchor_size"] * 2 ** (model["max_level"] + 1)], profile.name
-        assert list(torch_detector.aspect_ratios) == anchor["aspect_ratios"]
-        generator = model["roi_generator"]
-        assert (torch_detector.rpn_pre_nms_top_n_train, torch_detector.rpn_post_nms_top_n_train,
-                torch_detector.rpn_pre_nms_top_n_test, torch_detector.rpn_post_nms_top_n_test) == (
-            generator["pre_nms_top_k"], generator["num_proposals"],
-            generator["test_pre_nms_top_k"], generator["test_num_proposals"])
-        assert torch_detector.box_batch_size_per_image == model["roi_sampler"]["num_sampled_rois"]
-        head = model["detection_head"]
-        assert head["num_convs"] == 0
-        assert list(torch_detector.box_head_fc_dims) == [head["fc_dims"]] * head["num_fcs"]
-        mask = model["mask_head"]
-        assert list(torch_detector.mask_head_channels) == [mask["num_filters"]] * mask["num_convs"]
-        assert (torch_detector.detections_per_img
-                == model["detection_generator"]["max_num_detections"])
-        checked += 1
-    assert checked == 3  # default, full, tiny
-
-
 def test_torch_detector_arguments_reach_train_and_predict(tmp_path, data):
-    """Both models get the profile's detector sizes; ``_args`` is the list train and
-    ``torch_job predict`` parse, so the predicted model is the trained one."""
+    """Both models get the detector sizes derived from the profile's common garden
+    YAML; ``_args`` is the list train and ``torch_job predict`` parse, so the
+    predicted model is the trained one; paper keeps torchvision's sizes."""
     from enl_torch.train import build_parser
 
     for name in ("default", "paper"):
         profile = profiles.get_profile(name)
         runner = runners.TorchRunner(profile)
+        expected = profile.torch_detector_kwargs(runners.EXPERIMENTS_DIR)
+        assert (expected is None) == (name == "paper")
         for model in runners.MODELS:
             parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
             kwargs = dict(parsed.model_kwarg)
-            if profile.torch_detector is None:
+            if expected is None:
                 assert (parsed.anchor_sizes, parsed.box_head_fc_dims, kwargs) == (None, None, {})
                 continue
-            expected = profile.torch_detector
-            assert tuple(parsed.anchor_sizes) == expected.anchor_sizes
-            assert tuple(parsed.aspect_ratios) == expected.aspect_ratios
-            assert tuple(parsed.box_head_fc_dims) == expected.box_head_fc_dims
-            assert tuple(parsed.mask_head_channels) == expected.mask_head_channels
-            assert kwargs == {
-                "rpn_pre_nms_top_n_train": expected.rpn_pre_nms_top_n_train,
-                "rpn_post_nms_top_n_train": expected.rpn_post_nms_top_n_train,
-                "rpn_pre_nms_top_n_test": expected.rpn_pre_nms_top_n_test,
-                "rpn_post_nms_top_n_test": expected.rpn_post_nms_top_n_test,
-                "box_batch_size_per_image": expected.box_batch_size_per_image,
-                "box_detections_per_img": expected.detections_per_img}
+            assert torch_detector_from_parsed(parsed) == expected
+
+
+def torch_detector_from_parsed(parsed) -> dict:
+    """The builder arguments ``enl_torch.train`` builds from its parsed flags."""
+    return {"anchor_sizes": tuple(parsed.anchor_sizes),
+            "aspect_ratios": tuple(parsed.aspect_ratios),
+            "box_head_fc_dims": tuple(parsed.box_head_fc_dims),
+            "mask_head_channels": tuple(parsed.mask_head_channels),
+            **dict(parsed.model_kwarg)}
+
+
+def test_main_job_models_are_variants_of_the_shared_table():
+    from enl_core.variants import garden_experiment, get_variant
+
+    assert runners.GARDEN_EXPERIMENTS == {"baseline": "maskrcnn_resnetfpn_coco",
+                                          "enl": "maskrcnn_resnetfpn_enl_coco"}
+    for model in runners.MODELS:
+        variant = get_variant(runners.TORCH_VARIANTS[model])
+        assert runners.LABELS[model] == variant.label
+        assert runners.GARDEN_EXPERIMENTS[model] == garden_experiment(variant)
 
 
 def test_unknown_framework_and_profile_are_named():

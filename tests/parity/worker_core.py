@@ -13,12 +13,13 @@ Native weight file: the neutral ``.npz`` itself (``enl_core.save_npz``).
 
 from __future__ import annotations
 
+import functools
 import traceback
 
 import numpy as np
 import parity_protocol as protocol
 
-from enl_core import blocks
+from enl_core import blocks, fpn
 from enl_core import params as enl_params
 
 # Steps of the central differences. The 4-point stencil (error O(h^4)) is
@@ -86,32 +87,22 @@ def directional_derivatives(spec: dict, arrays: dict) -> dict[str, np.ndarray]:
                                step, two_point)
 
 
-def upsample(feature: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour 2x upsampling of (B, H, W, C)."""
-    return feature.repeat(2, axis=1).repeat(2, axis=2)
-
-
 def reference_top_down(spec: dict, laterals: dict, weights: dict) -> dict:
-    """The ENL-FPN top-down stream, written plainly (ENL-SPEC "Coarse-to-fine
-    placement"): ``P5 = block_5(lat5)``, ``P_l = block_l(lat_l + up(P_{l+1}))``;
-    a level without a block passes its merged feature on unchanged.
+    """The ENL-FPN top-down stream in float64: :func:`enl_core.fpn.top_down`
+    with the case's reference blocks.
 
     ``weights[level]`` holds the block's weights; "enl" blocks are ENL with the
     spec's position term, "nl" blocks the embedded-Gaussian NL (scaled), as
     both decoders build them.
     """
-    outputs, coarser = {}, None
-    for level in sorted(protocol.TOP_DOWN_LEVELS, reverse=True):
-        merged = laterals[level] if coarser is None else laterals[level] + upsample(coarser)
-        if level in spec["block_levels"]:
-            block = {"block": spec["block"], "position_encoding": spec["position_encoding"],
-                     "dct_size": spec["dct_size"], "mode": "embedded_gaussian", "scale": True,
-                     "sub_sample": False}
-            if spec["block"] == "nl":
-                block["position_encoding"] = False
-            merged = reference(block, weights[level], merged)
-        outputs[level] = coarser = merged
-    return outputs
+    block = {"block": spec["block"], "position_encoding": spec["position_encoding"],
+             "dct_size": spec["dct_size"], "mode": "embedded_gaussian", "scale": True,
+             "sub_sample": False}
+    if spec["block"] == "nl":
+        block["position_encoding"] = False
+    blocks = {level: functools.partial(reference, block, weights[level])
+              for level in spec["block_levels"]}
+    return fpn.top_down({level: laterals[level] for level in protocol.TOP_DOWN_LEVELS}, blocks)
 
 
 def top_down_job(job: dict) -> dict:

@@ -66,7 +66,7 @@ class TfKerasAdapter(parity_worker.Adapter):
             input_specs={str(level): tf.TensorShape([None, *shape[1:]])
                          for level, shape in shapes.items()},
             min_level=min(shapes), max_level=max(shapes), num_filters=channels,
-            levels=spec["block_levels"], block=spec["block"],
+            block_levels=spec["block_levels"], block=spec["block"],
             inter_channels=spec["inter_channels"], dct_size=spec["dct_size"],
             position_encoding=spec["position_encoding"])
         # Identity lateral (1x1) and output (3x3) convolutions and norm: the

@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from enl_core import dct  # noqa: E402
+from enl_core.validation import DEFAULT_DCT_SIZE  # noqa: E402
 
 MODEL_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple")
 CLASS_COLOURS = ("tab:orange", "cyan", "magenta", "lime", "yellow", "tab:pink")
@@ -196,7 +197,8 @@ def attention_figure(image_path, query_xy: tuple[float, float], maps: dict[int, 
 
 
 def dct_filters(path, grid: tuple[int, int] = (32, 32), positions=((8, 8), (20, 26)),
-                dct_size=(9, 9), dct_weights: dict[str, np.ndarray] | None = None) -> Path:
+                dct_size=DEFAULT_DCT_SIZE,
+                dct_weights: dict[str, np.ndarray] | None = None) -> Path:
     """The spatial filters that rows of L = E-hat E-hat^T apply (the paper's Fig. 3 d, e).
 
     Args:

@@ -10,72 +10,11 @@ ResNet-50 FPN configs of ``experiments/garden/``.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import yaml
 
-@dataclasses.dataclass(frozen=True)
-class TorchDetector:
-    """Sizes of the torch mirror's detector (``enl_torch.train`` flags).
-
-    :data:`BEACH_TORCH_DETECTOR` mirrors Model Garden's
-    ``experiments/configs/beach_common.yaml``, which the garden side of the
-    ``default`` / ``full`` / ``tiny`` profiles trains (a test holds the two
-    equal where they overlap). torchvision's own defaults (32..512 px anchors,
-    2000 proposals, 512 sampled RoIs, a 1024-wide two-FC box head, four
-    256-channel mask convs, 100 detections) are sized for COCO at 800 px and
-    made a 128 px CPU step ~6x slower.
-
-    Attributes:
-        anchor_sizes: one anchor size per FPN map, P2..P5 then torchvision's extra
-            ``"pool"`` level P6 (``--anchor-sizes``): Garden's ``anchor_size: 2.0``
-            is ``2 * stride`` (8, 16, 32, 64; P6, which Garden's
-            ``max_level: 5`` lacks, continues the rule: 128).
-        aspect_ratios: ``--aspect-ratios`` (Garden's default 0.5, 1, 2; one scale).
-        rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train: Garden's
-            ``roi_generator.pre_nms_top_k`` (per level in both) / ``num_proposals``.
-        rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test: its ``test_pre_nms_top_k``
-            / ``test_num_proposals``.
-        box_batch_size_per_image: ``roi_sampler.num_sampled_rois``.
-        box_head_fc_dims: ``detection_head`` FCs (``num_convs: 0``, ``num_fcs: 1``,
-            ``fc_dims: 256``): torchvision's FC head with one 256 layer, not its
-            two-FC ``TwoMLPHead``, so the two frameworks' heads are the same
-            shape (Garden also batch-normalises it; torchvision's heads have no norm).
-        mask_head_channels: ``mask_head`` convs (``num_convs: 2``,
-            ``num_filters: 64``); torchvision's mask head samples no subset of
-            the positive RoIs (Garden's ``mask_sampler`` has no torch twin).
-        detections_per_img: ``detection_generator.max_num_detections``.
-    """
-
-    anchor_sizes: tuple = (8, 16, 32, 64, 128)
-    aspect_ratios: tuple = (0.5, 1.0, 2.0)
-    rpn_pre_nms_top_n_train: int = 1000
-    rpn_post_nms_top_n_train: int = 256
-    rpn_pre_nms_top_n_test: int = 500
-    rpn_post_nms_top_n_test: int = 200
-    box_batch_size_per_image: int = 128
-    box_head_fc_dims: tuple = (256,)
-    mask_head_channels: tuple = (64, 64)
-    detections_per_img: int = 50
-
-    def train_args(self) -> list[str]:
-        """The ``python -m enl_torch.train`` flags: lists as dedicated flags, the
-        scalars as ``--model-kwarg`` (torchvision's own argument names)."""
-        args = ["--anchor-sizes", *map(str, self.anchor_sizes),
-                "--aspect-ratios", *map(str, self.aspect_ratios),
-                "--box-head-fc-dims", *map(str, self.box_head_fc_dims),
-                "--mask-head-channels", *map(str, self.mask_head_channels)]
-        scalars = {"rpn_pre_nms_top_n_train": self.rpn_pre_nms_top_n_train,
-                   "rpn_post_nms_top_n_train": self.rpn_post_nms_top_n_train,
-                   "rpn_pre_nms_top_n_test": self.rpn_pre_nms_top_n_test,
-                   "rpn_post_nms_top_n_test": self.rpn_post_nms_top_n_test,
-                   "box_batch_size_per_image": self.box_batch_size_per_image,
-                   "box_detections_per_img": self.detections_per_img}
-        for key, value in scalars.items():
-            args += ["--model-kwarg", f"{key}={value}"]
-        return args
-
-
-# Mirrors experiments/configs/beach_common.yaml (see TorchDetector).
-BEACH_TORCH_DETECTOR = TorchDetector()
+from enl_experiments import torch_job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +51,15 @@ class Profile:
         torch_learning_rate: its SGD peak rate (torchvision's ResNet from scratch
             is less tolerant of the Model Garden profile's rate).
         torch_sizes: its (min_size, max_size); None means image_size for both.
-        torch_detector: its anchors, proposal counts and head sizes
-            (:class:`TorchDetector`): :data:`BEACH_TORCH_DETECTOR`, mirroring
-            ``configs/beach_common.yaml``, for the embedded-dataset profiles;
-            None (torchvision's standard R50-FPN sizes) for ``paper``.
+        torch_detector_from_garden: size the torch mirror's anchors, proposal
+            counts and heads as the common garden YAML (``garden_configs[0]``)
+            does, through :func:`enl_experiments.torch_job.detector_kwargs`
+            (:meth:`torch_detector_kwargs`): True for the embedded-dataset
+            profiles; False (torchvision's standard R50-FPN sizes) for
+            ``paper``. torchvision's own defaults (32..512 px anchors, 2000
+            proposals, 512 sampled RoIs, a 1024-wide two-FC box head, four
+            256-channel mask convs, 100 detections) are sized for COCO at
+            800 px and made a 128 px CPU step ~6x slower.
         figure_images: validation images drawn with their detections.
         garden_mode: Model Garden's ``--mode``; ``train_and_eval`` also runs
             its own COCO evaluation at the end (kept as a cross-check of ours).
@@ -142,10 +86,24 @@ class Profile:
     torch_fpn_channels: int = 64
     torch_learning_rate: float = 0.02
     torch_sizes: tuple | None = None
-    torch_detector: TorchDetector | None = BEACH_TORCH_DETECTOR
+    torch_detector_from_garden: bool = True
     figure_images: int = 3
     garden_mode: str = "train_and_eval"
     own_schedule: bool = False
+
+    def __post_init__(self):
+        if self.torch_detector_from_garden and self.garden_configs[0] is None:
+            raise ValueError(f"`torch_detector_from_garden` needs a common garden config "
+                             f"(garden_configs[0]), received {self.garden_configs!r}")
+
+    def torch_detector_kwargs(self, experiments_dir: Path) -> dict | None:
+        """The torch builders' detector sizes derived from the common garden
+        YAML under ``experiments_dir``; None keeps torchvision's."""
+        if not self.torch_detector_from_garden:
+            return None
+        path = Path(experiments_dir) / self.garden_configs[0]
+        model = yaml.safe_load(path.read_text())["task"]["model"]
+        return torch_job.detector_kwargs(model)
 
 
 PROFILES = {
@@ -164,7 +122,8 @@ PROFILES = {
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
                                      "garden/maskrcnn_r50_enl.yaml"),
                      block_input_norm=False, block_norm="batch", torch_backbone="resnet50",
-                     torch_fpn_channels=256, torch_sizes=(800, 1333), torch_detector=None,
+                     torch_fpn_channels=256, torch_sizes=(800, 1333),
+                     torch_detector_from_garden=False,
                      own_schedule=True),
 }
 

@@ -28,14 +28,20 @@ import yaml
 from tqdm import tqdm
 
 from enl_core.coco import CocoPaths
+from enl_core.variants import VARIANTS, garden_experiment
+from enl_experiments import torch_job
 from enl_experiments.profiles import Profile
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
-MODELS = ("baseline", "enl")
-LABELS = {"baseline": "baseline", "enl": "+3ENL TD"}
-GARDEN_EXPERIMENTS = {"baseline": "maskrcnn_resnetfpn_coco", "enl": "maskrcnn_resnetfpn_enl_coco"}
-TORCH_VARIANTS = {"baseline": "baseline", "enl": "3enl_td"}
+# The main job's models and the variant of enl_core.variants each one is;
+# every framework's name for it comes from that table.
+MODEL_VARIANTS = {"baseline": VARIANTS["baseline"], "enl": VARIANTS["3enl_td"]}
+MODELS = tuple(MODEL_VARIANTS)
+LABELS = {model: variant.label for model, variant in MODEL_VARIANTS.items()}
+GARDEN_EXPERIMENTS = {model: garden_experiment(variant)
+                      for model, variant in MODEL_VARIANTS.items()}
+TORCH_VARIANTS = {model: variant.key for model, variant in MODEL_VARIANTS.items()}
 
 
 class StepFailed(RuntimeError):
@@ -201,9 +207,10 @@ class TorchRunner:
         if model == "enl" and profile.block_input_norm:
             # As the garden YAML's decoder options (Profile.block_input_norm, block_norm).
             args += ["--block-input-norm", "--block-norm", profile.block_norm]
-        if profile.torch_detector is not None:
-            # Anchors, proposals and heads as the garden YAML (Profile.torch_detector).
-            args += profile.torch_detector.train_args()
+        detector = profile.torch_detector_kwargs(EXPERIMENTS_DIR)
+        if detector is not None:
+            # Anchors, proposals and heads derived from the garden YAML.
+            args += torch_job.detector_flags(detector)
         return args
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,

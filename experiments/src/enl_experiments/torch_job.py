@@ -9,6 +9,10 @@ validation split and writes the files the rest of the job reads:
 pixel at every ENL block, via ``ENL.attention_map`` on the block's input, which
 with ``--block-input-norm`` is the normalised feature the ENL sees) and
 ``blocks/<name>.npz`` (trained d, when the blocks learn it).
+
+:func:`detector_kwargs` is the one translation of Model Garden's detector
+config into the torch builders' arguments; the main job derives the torch run's
+flags from the garden YAML with it (:func:`detector_flags`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,117 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+# Model Garden's defaults (official/vision/configs/maskrcnn.py, ``Anchor``) for
+# what a YAML file leaves out; numbers here so that this module (imported by
+# the framework-neutral main job) never imports TensorFlow. A garden test
+# holds them equal to Model Garden's.
+GARDEN_ANCHOR_DEFAULTS = {"num_scales": 1, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 8.0}
+
+
+def _field(config: Mapping, path: str):
+    value = config
+    for name in path.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            raise ValueError(f"the Model Garden config has no `task.model.{path}`, which "
+                             f"sizes the torch detector")
+        value = value[name]
+    return value
+
+
+def detector_kwargs(model: Mapping) -> dict:
+    """The ``enl_torch.detection`` builder arguments of Model Garden's detector.
+
+    The one translation from a Model Garden ``task.model`` (as read from its
+    YAML file) to torchvision's names, so the torch mirror trains the detector
+    the garden config describes:
+
+    ======================================  ===================================
+    Model Garden (``task.model``)           torch builder argument
+    ======================================  ===================================
+    ``anchor.anchor_size`` x 2^level,       ``anchor_sizes``, one per map P2..P5,
+    ``min_level``..``max_level``            plus torchvision's extra "pool" map
+                                            (P6), the same rule one level up
+    ``anchor.aspect_ratios``                ``aspect_ratios``
+    ``roi_generator.pre_nms_top_k`` /       ``rpn_pre_nms_top_n_train`` /
+    ``num_proposals``                       ``rpn_post_nms_top_n_train``
+    ``roi_generator.test_pre_nms_top_k`` /  ``rpn_pre_nms_top_n_test`` /
+    ``test_num_proposals``                  ``rpn_post_nms_top_n_test``
+    ``roi_sampler.num_sampled_rois``        ``box_batch_size_per_image``
+    ``detection_head`` fc_dims x num_fcs    ``box_head_fc_dims`` (torchvision's
+                                            FC head; Garden also batch-norms it)
+    ``mask_head`` num_filters x num_convs   ``mask_head_channels``
+    ``detection_generator``                 ``box_detections_per_img``
+    ``.max_num_detections``
+    ======================================  ===================================
+
+    Garden's ``mask_sampler`` has no torch twin (torchvision's mask head
+    samples no subset of the positive RoIs).
+
+    Args:
+        model: ``task.model`` of a Model Garden config, as a dict.
+
+    Returns:
+        keyword arguments of ``maskrcnn_enl_resnet_fpn`` (all but the mask
+        head's also of ``fasterrcnn_enl_resnet_fpn``).
+
+    Raises:
+        ValueError: a field is missing, or describes what the torch builders
+            cannot build (more than one anchor scale, convolutions in the box
+            head); the message names the field.
+
+    Example::
+
+        detector_kwargs(yaml.safe_load(open("beach_common.yaml"))["task"]["model"])
+    """
+    anchor = {**GARDEN_ANCHOR_DEFAULTS, **model.get("anchor", {})}
+    if anchor["num_scales"] != 1:
+        raise ValueError(f"`task.model.anchor.num_scales` must be 1 for the torch detector "
+                         f"(one anchor size per map), received {anchor['num_scales']!r}")
+    min_level, max_level = _field(model, "min_level"), _field(model, "max_level")
+    if _field(model, "detection_head.num_convs") != 0:
+        raise ValueError("`task.model.detection_head.num_convs` must be 0 for the torch "
+                         "detector (an FC box head), received "
+                         f"{model['detection_head']['num_convs']!r}")
+    return {
+        "anchor_sizes": tuple(float(anchor["anchor_size"]) * 2**level
+                              for level in range(min_level, max_level + 2)),
+        "aspect_ratios": tuple(float(r) for r in anchor["aspect_ratios"]),
+        "rpn_pre_nms_top_n_train": _field(model, "roi_generator.pre_nms_top_k"),
+        "rpn_post_nms_top_n_train": _field(model, "roi_generator.num_proposals"),
+        "rpn_pre_nms_top_n_test": _field(model, "roi_generator.test_pre_nms_top_k"),
+        "rpn_post_nms_top_n_test": _field(model, "roi_generator.test_num_proposals"),
+        "box_batch_size_per_image": _field(model, "roi_sampler.num_sampled_rois"),
+        "box_head_fc_dims": (_field(model, "detection_head.fc_dims"),)
+        * _field(model, "detection_head.num_fcs"),
+        "mask_head_channels": (_field(model, "mask_head.num_filters"),)
+        * _field(model, "mask_head.num_convs"),
+        "box_detections_per_img": _field(model, "detection_generator.max_num_detections"),
+    }
+
+
+# Builder arguments with a flag of their own in ``enl_torch.train``; the
+# others go through ``--model-kwarg`` (torchvision's own names).
+_LIST_FLAGS = {"anchor_sizes": "--anchor-sizes", "aspect_ratios": "--aspect-ratios",
+               "box_head_fc_dims": "--box-head-fc-dims",
+               "mask_head_channels": "--mask-head-channels"}
+
+
+def detector_flags(kwargs: Mapping) -> list[str]:
+    """``python -m enl_torch.train`` flags that build the detector ``kwargs``
+    (:func:`detector_kwargs`) describes: lists as their dedicated flags,
+    scalars as ``--model-kwarg NAME=VALUE``."""
+    args = []
+    for name, value in kwargs.items():
+        if name in _LIST_FLAGS:
+            args += [_LIST_FLAGS[name], *map(str, value)]
+        else:
+            args += ["--model-kwarg", f"{name}={value}"]
+    return args
 
 
 def _queries(texts: list[str]) -> dict[int, tuple[float, float]]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import enl_core
-from enl_core.testing import assert_close
+from enl_core.testing import DCT_BASIS_TOLERANCES, assert_close, dct_basis_error
 from enl_keras import ops as enl_ops
 
 
@@ -23,6 +23,14 @@ def test_dct_basis_is_the_reference_basis_with_clamping_as_a_mask(length, freque
     kept = min(length, frequencies)
     assert_close(basis[:, :kept], enl_core.dct.dct_basis(length)[:, :kept], "float64")
     np.testing.assert_array_equal(basis[:, kept:], 0.0)  # k >= n: clamped away
+
+
+@pytest.mark.parametrize("length", [4097, 65_536])
+def test_float32_dct_basis_on_a_large_grid_meets_the_shared_bound(length):
+    # The bound torch's basis meets too: both reduce the phase modulo 4n
+    # (enl_core.dct.dct_phase) before the float32 cos.
+    basis = to_numpy(enl_ops.dct_basis(length, 9, "float32"))
+    assert dct_basis_error(basis, length) < DCT_BASIS_TOLERANCES["float32"]
 
 
 @pytest.mark.parametrize("grid, dct_size", [((6, 7), (3, 4)), ((4, 3), (9, 9)), ((1, 5), (2, 2)),

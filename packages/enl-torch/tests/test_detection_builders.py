@@ -300,12 +300,13 @@ def test_bad_arguments_raise_naming_them(kwargs, error, match):
         maskrcnn_enl_resnet_fpn(**{"num_classes": 2, **kwargs})
 
 
-# The main job's torch detector, as Model Garden's experiments/configs/beach_common.yaml.
-GARDEN_SIZED = {"anchor_sizes": (8, 16, 32, 64, 128), "box_head_fc_dims": (256,),
-                "mask_head_channels": (64, 64), "rpn_pre_nms_top_n_train": 1000,
-                "rpn_post_nms_top_n_train": 256, "rpn_pre_nms_top_n_test": 500,
-                "rpn_post_nms_top_n_test": 200, "box_batch_size_per_image": 128,
-                "box_detections_per_img": 50}
+# Small, non-default sizes for every sized part (the main job derives its own
+# from Model Garden's YAML with enl_experiments.torch_job.detector_kwargs).
+SIZED = {"anchor_sizes": (8, 16, 32, 64, 128), "box_head_fc_dims": (256,),
+         "mask_head_channels": (64, 64), "rpn_pre_nms_top_n_train": 1000,
+         "rpn_post_nms_top_n_train": 256, "rpn_pre_nms_top_n_test": 500,
+         "rpn_post_nms_top_n_test": 200, "box_batch_size_per_image": 128,
+         "box_detections_per_img": 50}
 
 
 def test_detector_sizes_default_to_torchvisions():
@@ -324,9 +325,9 @@ def test_detector_sizes_default_to_torchvisions():
 
 
 @pytest.mark.parametrize("head", sorted(BUILDERS))
-def test_garden_sized_parts_reach_the_detector(head):
+def test_sized_parts_reach_the_detector(head):
     builder, _ = BUILDERS[head]
-    sized = {k: v for k, v in GARDEN_SIZED.items()
+    sized = {k: v for k, v in SIZED.items()
              if head == "mask" or k != "mask_head_channels"}
     with torch.device("meta"):
         model = builder(backbone_name="resnet18", fpn_channels=64, num_classes=4,
@@ -376,11 +377,11 @@ def test_small_objects_match_an_anchor_only_with_small_anchors(sizes):
         assert best == pytest.approx(1.0)
 
 
-def test_garden_sized_detector_trains_a_step_and_predicts():
+def test_sized_detector_trains_a_step_and_predicts():
     torch.manual_seed(0)
     model = maskrcnn_enl_resnet_fpn(backbone_name="resnet18", variant="3enl_td",
                                     block_input_norm=True, fpn_channels=64, num_classes=4,
-                                    **{**GARDEN_SIZED, "min_size": 64, "max_size": 64,
+                                    **{**SIZED, "min_size": 64, "max_size": 64,
                                        "box_detections_per_img": 5})
     image = torch.rand(3, 64, 64)
     masks = torch.zeros(2, 64, 64, dtype=torch.uint8)

@@ -1,7 +1,7 @@
 """ENLFeaturePyramidNetwork: torchvision's FPN with blocks on the top-down stream.
 
-The expected function is the coarse-to-fine recursion of ENL-SPEC ("Coarse-
-to-fine placement") written out level by level with the module's own
+The expected function is the coarse-to-fine recursion shared by every
+framework's tests (:func:`enl_core.fpn.top_down`) run with the module's own
 sub-modules; the plain torchvision FPN is the reference when the blocks are
 the identity (zero-initialised ``out``).
 """
@@ -9,6 +9,7 @@ the identity (zero-initialised ``out``).
 from __future__ import annotations
 
 import functools
+import re
 from collections import OrderedDict
 
 import pytest
@@ -19,6 +20,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import enl_torch
+from enl_core import fpn as core_fpn
 from enl_core.testing import assert_close
 from enl_torch.detection import ENLFeaturePyramidNetwork, block_factory
 from enl_torch.detection.fpn import ChannelLayerNorm, NormalizedInputBlock
@@ -41,19 +43,18 @@ def make_fpn(**kwargs) -> ENLFeaturePyramidNetwork:
                                     **kwargs).double()
 
 
+def upsample(coarser: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(coarser, size=lateral.shape[-2:], mode="nearest")  # NCHW
+
+
 def expected_fpn(fpn: ENLFeaturePyramidNetwork, x: OrderedDict) -> list[torch.Tensor]:
-    """P_l = layer_l(T_l), T_5 = block_5(lat(C5)), T_l = block_l(lat(C_l) + up(T_{l+1}))."""
+    """P_l = layer_l(T_l) with T the shared top-down reference on lat(C_l)."""
     maps = dict(zip(LEVELS, x.values(), strict=True))
-    index = {level: i for i, level in enumerate(LEVELS)}
-    top_down, outputs = None, {}
-    for level in sorted(LEVELS, reverse=True):
-        i = index[level]
-        merged = fpn.inner_blocks[i](maps[level])
-        if top_down is not None:
-            merged = merged + F.interpolate(top_down, size=merged.shape[-2:], mode="nearest")
-        top_down = fpn.top_down_blocks[i](merged)
-        outputs[level] = fpn.layer_blocks[i](top_down)
-    pyramid = [outputs[level] for level in LEVELS]
+    laterals = {level: fpn.inner_blocks[i](maps[level]) for i, level in enumerate(LEVELS)}
+    blocks = {level: fpn.top_down_blocks[i] for i, level in enumerate(LEVELS)
+              if level in fpn.block_levels}
+    top_down = core_fpn.top_down(laterals, blocks, upsample)
+    pyramid = [fpn.layer_blocks[i](top_down[level]) for i, level in enumerate(LEVELS)]
     return pyramid + [F.max_pool2d(pyramid[-1], kernel_size=1, stride=2)]
 
 
@@ -93,13 +94,12 @@ def test_identity_blocks_equal_torchvision_fpn():
 def test_coarse_blocks_reach_finer_levels_only_downwards():
     """A block at P5 changes every finer level; a block at P3 leaves P4 and P5 alone."""
     x = features(seed=4)
-    base = make_fpn(block_levels=())
     with torch.no_grad():
-        reference = base(x)
         for level, changed in ((5, {"0", "1", "2", "3"}), (3, {"0", "1"})):
             fpn = make_fpn(block_levels=(level,), block_kwargs={"zero_init": False})
-            fpn.load_state_dict(base.state_dict(), strict=False)
             output = fpn(x)
+            fpn.top_down_blocks[LEVELS.index(level)] = nn.Identity()  # the same FPN, no block
+            reference = fpn(x)
             differs = {k for k in ("0", "1", "2", "3")
                        if not torch.allclose(output[k], reference[k])}
             assert differs == changed, (level, differs)
@@ -145,9 +145,12 @@ def test_scriptable_and_same_output():
     ({"block": 3}, TypeError, "`block` must be one of"),
     ({"block": lambda c: nn.Identity(), "block_kwargs": {"dct_size": 3}}, TypeError,
      "`block_kwargs`"),
-    ({"block_levels": (6,)}, ValueError, "`block_levels` must be among the input levels"),
+    ({"block_levels": (6,)}, ValueError,
+     r"`block_levels` must lie on the top-down stream, levels \(2, 3, 4, 5\).*\(6,\)"),
     ({"block_levels": (5, 5)}, ValueError, "`block_levels` must not repeat"),
     ({"block_levels": "543"}, TypeError, "`block_levels` must be a sequence"),
+    ({"block_levels": ()}, ValueError, "`block_levels` must name at least one FPN level"),
+    ({"levels": (2, 3, 4, -5)}, ValueError, "`levels` must be non-negative integers"),
     ({"levels": (2, 3, 4)}, ValueError, "`levels` must give one level per input"),
     ({"levels": (5, 4, 3, 2)}, ValueError, "`levels` must be ordered finest first"),
     ({"block_kwargs": {"dct_size": 0}}, ValueError, "dct_size"),
@@ -324,3 +327,13 @@ def test_layer_block_norm_wraps_every_block_and_scripts(training):
     with torch.no_grad():
         for a, e in zip(scripted(x).values(), trained(x).values(), strict=True):
             assert_close(a, e, "float64")
+
+
+def test_level_rule_is_the_shared_one_of_enl_core():
+    """One rule for both frameworks (enl_core.fpn.check_block_levels): what one
+    decoder rejects the other rejects, with the same message."""
+    for bad in [(), (4, 4), (5, -1), (6,), "54"]:
+        with pytest.raises((ValueError, TypeError)) as core_error:
+            core_fpn.check_block_levels(bad, LEVELS)
+        with pytest.raises(type(core_error.value), match=re.escape(str(core_error.value))):
+            make_fpn(block_levels=bad)

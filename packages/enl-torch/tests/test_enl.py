@@ -11,7 +11,7 @@ from torch_block_cases import enl_cases, enl_module, reference_enl, seeds, to_nc
 
 import enl_core
 import enl_torch
-from enl_core.testing import assert_close
+from enl_core.testing import DCT_BASIS_TOLERANCES, assert_close, dct_basis_error
 
 
 @given(case=enl_cases(), dtype=st.sampled_from([torch.float64, torch.float32]))
@@ -186,3 +186,11 @@ def test_dct_basis_matches_reference(size):
     assert_close(basis.numpy(), expected, "float64")
     basis32 = enl_torch.functional.dct_basis(size, 9, torch.float32, torch.device("cpu"))
     assert_close(basis32.numpy(), expected, "float32")
+
+
+@pytest.mark.parametrize("size", [4097, 65_536])
+def test_float32_dct_basis_on_a_large_grid_meets_the_shared_bound(size):
+    # The bound the Keras basis meets too: both reduce the phase modulo 4n
+    # (enl_core.dct.dct_phase) before the float32 cos.
+    basis = enl_torch.functional.dct_basis(size, 9, torch.float32, torch.device("cpu"))
+    assert dct_basis_error(basis.numpy(), size) < DCT_BASIS_TOLERANCES["float32"]

@@ -26,18 +26,13 @@ from __future__ import annotations
 import math
 import time
 
-from enl_core import cost
+from enl_core import cost, variants
 from enl_experiments.bench import measure
 from enl_experiments.bench.cases import FLOAT32_BYTES
 from enl_experiments.bench.config import BenchConfig
 
-# Row label -> experiment-name suffix (Model Garden baseline, enl_keras.garden others).
-VARIANTS = {
-    "baseline": "resnetfpn_coco",
-    "+1NL, BU": "resnetfpn_nlbu_coco",
-    "+3ENL, TD": "resnetfpn_enl_coco",
-    "+3NL, TD": "resnetfpn_nltd_coco",
-}
+# The rows, by the paper's label (enl_core.variants).
+VARIANTS = tuple(variant.paper_label for variant in variants.VARIANTS.values())
 
 # Bottleneck ResNet: stage L (2..5) outputs 256 * 2^(L-2) channels.
 def resnet_stage_channels(level: int) -> int:
@@ -51,7 +46,7 @@ def experiment_name(detector: str, variant: str) -> str:
     """e.g. ``experiment_name("maskrcnn", "+3ENL, TD") == "maskrcnn_resnetfpn_enl_coco"``."""
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {list(VARIANTS)}, received {variant!r}")
-    return f"{detector}_{VARIANTS[variant]}"
+    return variants.garden_experiment(variant, detector)
 
 
 def blocks_cost(model_config, height: int, width: int) -> dict:
@@ -73,7 +68,8 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
         enl_fpn = decoder.enl_fpn
         kind = "enl" if enl_fpn.block == "enl" else "nl_embedded_gaussian"
         per_level = cost.fpn_blocks_cost(
-            height, width, levels=tuple(enl_fpn.levels), channels=enl_fpn.num_filters,
+            height, width, block_levels=tuple(enl_fpn.block_levels),
+            channels=enl_fpn.num_filters,
             inter_channels=enl_fpn.inter_channels, kind=kind,
             position_encoding=enl_fpn.position_encoding, dct_size=tuple(enl_fpn.dct_size))
         for level, block in per_level.items():

@@ -17,10 +17,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from enl_core.cost import NL_KIND_MODES  # noqa: E402
 from enl_experiments.bench.cases import Case  # noqa: E402
 from enl_experiments.bench.config import BenchConfig  # noqa: E402
-
-_NL_MODES = {"nl_dot_product": "dot_product", "nl_embedded_gaussian": "embedded_gaussian"}
 
 
 class KerasBackend:
@@ -130,7 +129,7 @@ class KerasBackend:
         # zero_init=False: a trained block has a non-zero `out`; the work is the same.
         if implementation in ("enl", "enl_xla"):
             return enl_keras.ENL(inter_channels=inter, zero_init=False)
-        return enl_keras.NonLocal(mode=_NL_MODES[implementation], inter_channels=inter,
+        return enl_keras.NonLocal(mode=NL_KIND_MODES[implementation], inter_channels=inter,
                                   zero_init=False)
 
     def block(self, case: Case):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from enl_core.validation import DEFAULT_DCT_SIZE
+
 TOP = 12
 
 
@@ -74,7 +76,7 @@ def tf_profile(side: int, backward: bool, channels: int, inter_channels: int,
     with graph.as_default():
         # Placeholders, not constants: Grappler would fold a constant graph away.
         inputs = [tf.compat.v1.placeholder(tf.float32, value.shape) for value in values]
-        dct_scale = tf.ones((9, 9), tf.float32)  # the paper's 9 x 9, d = 1
+        dct_scale = tf.ones(DEFAULT_DCT_SIZE, tf.float32)  # the paper's 9 x 9, d = 1
         y = enl_ops.enl(*inputs, dct_scale=dct_scale)
         fetch = tf.gradients(tf.reduce_sum(y * inputs[0]), inputs) if backward else y
     feed = dict(zip(inputs, values, strict=True))

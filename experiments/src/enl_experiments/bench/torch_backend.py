@@ -12,11 +12,10 @@ import importlib
 import torch
 import torch.nn.functional as F
 
+from enl_core.cost import NL_KIND_MODES
 from enl_experiments.bench import measure
 from enl_experiments.bench.cases import Case
 from enl_experiments.bench.config import BenchConfig
-
-_NL_MODES = {"nl_dot_product": "dot_product", "nl_embedded_gaussian": "embedded_gaussian"}
 
 
 class TorchBackend:
@@ -116,7 +115,7 @@ class TorchBackend:
         if implementation in ("enl", "enl_compiled"):
             module = enl_torch.ENL(c, inter_channels=inter, zero_init=False)
         else:
-            module = enl_torch.NonLocal(c, mode=_NL_MODES[implementation], inter_channels=inter,
+            module = enl_torch.NonLocal(c, mode=NL_KIND_MODES[implementation], inter_channels=inter,
                                         zero_init=False)
         module = module.to(self.device)
         if implementation == "enl_compiled":

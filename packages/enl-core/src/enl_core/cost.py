@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from enl_core.blocks import NL_MODES
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS, check_block_levels
 from enl_core.params import default_inter_channels
 from enl_core.validation import (
     DEFAULT_DCT_SIZE,
@@ -25,7 +27,9 @@ from enl_core.validation import (
     positive_int,
 )
 
-BLOCK_KINDS = ("enl", "nl_dot_product", "nl_embedded_gaussian")
+NL_KIND_MODES = {f"nl_{mode}": mode for mode in NL_MODES}
+"""Each NL ``kind`` of :func:`block_cost` and the ``mode`` of its NL block."""
+BLOCK_KINDS = ("enl", *NL_KIND_MODES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,21 +124,19 @@ def level_shape(image_height: int, image_width: int, level: int) -> tuple[int, i
     return math.ceil(image_height / stride), math.ceil(image_width / stride)
 
 
-def fpn_blocks_cost(image_height: int, image_width: int, levels=(5, 4, 3), channels: int = 256,
+def fpn_blocks_cost(image_height: int, image_width: int, block_levels=DEFAULT_BLOCK_LEVELS,
+                    channels: int = 256,
                     inter_channels: int | None = None, kind: str = "enl",
                     position_encoding: bool = True, dct_size=DEFAULT_DCT_SIZE,
                     separable: bool = True) -> dict[int, BlockCost]:
-    """Cost of the top-down blocks of an ENL-FPN, one entry per level.
+    """Cost of the top-down blocks of an ENL-FPN, one entry per block level
+    (checked by :func:`enl_core.fpn.check_block_levels`), coarse to fine.
 
     ``sum(result.values(), enl_core.cost.ZERO)`` is the total the blocks add to
     the baseline detector.
     """
-    if not levels:
-        raise ValueError(f"`levels` must name at least one level, received {levels!r}")
     costs = {}
-    for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
-            raise ValueError(f"`levels` must be non-negative ints, received {levels!r}")
+    for level in check_block_levels(block_levels):
         height, width = level_shape(image_height, image_width, level)
         costs[level] = block_cost(height, width, channels, inter_channels, kind,
                                   position_encoding, dct_size, separable)

@@ -26,8 +26,14 @@ import numpy as np
 from keras import ops
 
 from enl_core import params as enl_params
+from enl_core.blocks import NL_MODES
 from enl_core.dct import position_index
-from enl_core.validation import normalize_dct_size, normalize_dct_weights, positive_int
+from enl_core.validation import (
+    DEFAULT_DCT_SIZE,
+    normalize_dct_size,
+    normalize_dct_weights,
+    positive_int,
+)
 from enl_keras import ops as enl_ops
 
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -269,7 +275,7 @@ class _BlockBase:
 class ENLBlock(_BlockBase):
     """Mixin: the ENL layer (see :class:`enl_keras.ENL` for the docs)."""
 
-    def __init__(self, inter_channels=None, position_encoding=True, dct_size=(9, 9),
+    def __init__(self, inter_channels=None, position_encoding=True, dct_size=DEFAULT_DCT_SIZE,
                  dct_weights=None, zero_init=True, use_bias=True, data_format="channels_last",
                  **kwargs):
         super().__init__(**kwargs)
@@ -363,12 +369,12 @@ class NonLocalBlock(_BlockBase):
     """Mixin: the NonLocal layer (see :class:`enl_keras.NonLocal` for the docs)."""
 
     def __init__(self, mode="embedded_gaussian", inter_channels=None, scale=True,
-                 sub_sample=False, position_encoding=False, dct_size=(9, 9), zero_init=True,
-                 use_bias=True, data_format="channels_last", **kwargs):
+                 sub_sample=False, position_encoding=False, dct_size=DEFAULT_DCT_SIZE,
+                 zero_init=True, use_bias=True, data_format="channels_last", **kwargs):
         super().__init__(**kwargs)
         self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format)
-        if mode not in enl_ops.NL_MODES:
-            raise ValueError(f"`mode` must be one of {enl_ops.NL_MODES}, received {mode!r}")
+        if mode not in NL_MODES:
+            raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
         self.mode = mode
         self.scale = _check_bool("scale", scale)
         self.sub_sample = _check_bool("sub_sample", sub_sample)

@@ -22,7 +22,7 @@ import math
 import keras
 from keras import ops
 
-NL_MODES = ("dot_product", "embedded_gaussian")
+from enl_core.dct import dct_angle, dct_phase
 
 
 def accumulation_dtype(dtype) -> str:
@@ -75,10 +75,14 @@ def dct_basis(length, frequencies: int, dtype="float32"):
     H and W static (XLA and SavedModel export need no dynamic slicing).
     """
     n = ops.cast(length, dtype)
-    p = ops.cast(ops.arange(length), dtype)[:, None]  # n, 1
-    k = ops.cast(ops.arange(frequencies), dtype)[None, :]  # 1, k
+    p = ops.arange(length, dtype="int32")[:, None]  # n, 1
+    k = ops.arange(frequencies, dtype="int32")[None, :]  # 1, k
+    # The phase is reduced modulo 4n in integers (enl_core.dct.dct_phase, the rule
+    # torch follows too) so that cos stays accurate in float32 on large grids.
+    angle = dct_angle(ops.cast(dct_phase(p, k, ops.cast(length, "int32")), dtype), n)
+    k = ops.cast(k, dtype)
     scale = ops.where(ops.equal(k, 0.0), ops.cast(1.0, dtype), ops.cast(2.0, dtype))
-    basis = ops.sqrt(scale / n) * ops.cos(math.pi * (2.0 * p + 1.0) * k / (2.0 * n))
+    basis = ops.sqrt(scale / n) * ops.cos(angle)
     return basis * ops.cast(ops.less(k, n), dtype)  # n, k
 
 

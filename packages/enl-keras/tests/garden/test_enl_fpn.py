@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
+from enl_core import fpn
 from enl_core.cost import block_params
 from enl_core.testing import assert_close
 
@@ -73,43 +76,49 @@ def _randomize_block_norms(decoder, seed=2):
             weight.assign(value.astype(np.float32))
 
 
-def _upsample(x):
-    return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+def _upsample(coarser, lateral):
+    del lateral  # the grids here halve exactly
+    return tf.repeat(tf.repeat(coarser, 2, axis=1), 2, axis=2)
 
 
-def _expected(decoder, features, levels, block_input_norm=False):
-    """The coarse-to-fine ENL-FPN written out layer by layer (ENL-SPEC placement;
-    with ``block_input_norm`` the branch sees the normalised feature)."""
+def _expected(decoder, features, block_input_norm=False):
+    """The ENL-FPN through its own layers: laterals, the shared top-down
+    reference (enl_core.fpn.top_down) with the decoder's blocks (with
+    ``block_input_norm`` the branch sees the normalised feature), outputs."""
     get = decoder.get_layer
-    blocks = decoder.blocks
     norms = _block_norms(decoder) if block_input_norm else {}
-    top_down = {}
-    for level in (5, 4, 3, 2):
-        merged = get(f"lateral_{level}")(features[str(level)])
-        if level < 5:
-            merged = merged + _upsample(top_down[level + 1])
-        if level in norms:
+
+    def block_of(level, block):
+        if level not in norms:
+            return block
+
+        def normalized(merged):
             normed = norms[level](merged, training=False)
-            top_down[level] = merged + (blocks[level](normed) - normed)
-        else:
-            top_down[level] = blocks[level](merged) if level in levels else merged
+            return merged + (block(normed) - normed)
+
+        return normalized
+
+    laterals = {level: get(f"lateral_{level}")(features[str(level)]) for level in (2, 3, 4, 5)}
+    blocks = {level: block_of(level, block) for level, block in decoder.blocks.items()}
+    top_down = fpn.top_down(laterals, blocks, _upsample)
     outputs = {level: get(f"post_hoc_{level}")(top_down[level]) for level in (2, 3, 4, 5)}
     outputs[6] = get("coarser_6")(outputs[5])
     return {str(level): get(f"norm_{level}")(value, training=False)
             for level, value in outputs.items()}
 
 
-@pytest.mark.parametrize("block,levels,norm", [
+@pytest.mark.parametrize("block,block_levels,norm", [
     ("enl", (5, 4, 3), None), ("nl", (4, 3), None), ("enl", (4, 3, 2), None),
     ("enl", (5, 4, 3), "batch"), ("nl", (4, 3), "batch"), ("enl", (5, 4, 3), "layer")])
-def test_blocks_sit_on_the_merged_top_down_feature(block, levels, norm):
-    decoder = _enl_fpn(norm, levels=levels, block=block, dct_size=(3, 3))
+def test_blocks_sit_on_the_merged_top_down_feature(block, block_levels, norm):
+    decoder = _enl_fpn(norm, block_levels=block_levels, block=block, dct_size=(3, 3))
+    assert sorted(decoder.blocks) == sorted(block_levels)
     _randomize_blocks(decoder)
     if norm:
         _randomize_block_norms(decoder)
     features = _features()
     actual = decoder(features, training=False)
-    expected = _expected(decoder, features, levels, block_input_norm=bool(norm))
+    expected = _expected(decoder, features, block_input_norm=bool(norm))
     assert sorted(actual) == ["2", "3", "4", "5", "6"]
     for level in expected:
         assert actual[level].shape[-1] == FILTERS
@@ -141,15 +150,15 @@ def test_zero_initialised_blocks_leave_model_gardens_fpn_unchanged(norm, trainin
 @pytest.mark.parametrize("norm", [None, "batch", "layer"])
 @pytest.mark.parametrize("block", ["enl", "nl"])
 def test_parameter_delta_is_the_cost_model(block, norm):
-    levels = (5, 4, 3)
-    fpn = _fpn()
-    decoder = _enl_fpn(norm, levels=levels, block=block)
-    delta = decoder.count_params() - fpn.count_params()
+    block_levels = (5, 4, 3)
+    plain = _fpn()
+    decoder = _enl_fpn(norm, block_levels=block_levels, block=block)
+    delta = decoder.count_params() - plain.count_params()
     # The optional input norm: the FPN's own batch norm (gamma, beta and two
     # statistics), or a layer norm (gamma, beta), one per block.
-    per_block = {None: 0, "batch": fpn.get_layer("norm_5").count_params(),
+    per_block = {None: 0, "batch": plain.get_layer("norm_5").count_params(),
                  "layer": 2 * FILTERS}[norm]
-    assert delta == len(levels) * (block_params(FILTERS) + per_block)
+    assert delta == len(block_levels) * (block_params(FILTERS) + per_block)
 
 
 def test_layer_block_norm_normalises_each_position_alike_in_training_and_inference():
@@ -172,10 +181,11 @@ def test_layer_block_norm_normalises_each_position_alike_in_training_and_inferen
 def test_config_round_trip():
     from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
-    decoder = _enl_fpn(levels=(4, 3), block="enl", inter_channels=8, dct_size=(5, 7),
+    decoder = _enl_fpn(block_levels=(4, 3), block="enl", inter_channels=8, dct_size=(5, 7),
                        position_encoding=False, norm="layer")
     config = decoder.get_config()
-    assert config["levels"] == [4, 3] and config["dct_size"] == [5, 7]
+    assert config["block_levels"] == [4, 3] and config["dct_size"] == [5, 7]
+    assert "levels" not in config
     assert config["inter_channels"] == 8 and config["position_encoding"] is False
     assert config["block_input_norm"] is True and config["block_norm"] == "layer"
     assert _enl_fpn().get_config()["block_input_norm"] is False  # the paper's placement
@@ -193,9 +203,11 @@ def test_config_round_trip():
 
 
 @pytest.mark.parametrize("kwargs,field", [
-    ({"levels": (6, 5)}, "levels"),  # 6 is a coarser (RetinaNet-style) level, not top-down
-    ({"levels": (1,)}, "levels"),
-    ({"levels": ()}, "levels"),
+    # 6 is a coarser (RetinaNet-style) level, not top-down
+    ({"block_levels": (6, 5)}, r"`block_levels` must lie on the top-down stream.*\(6, 5\)"),
+    ({"block_levels": (1,)}, "block_levels"),
+    ({"block_levels": ()}, "block_levels"),
+    ({"block_levels": (4, 4)}, "`block_levels` must not repeat"),
     ({"block": "transformer"}, "block"),
     ({"dct_size": 0}, "dct_size"),
     ({"dct_size": (9, 0)}, "dct_size"),
@@ -210,7 +222,9 @@ def test_invalid_arguments_name_the_field(kwargs, field):
 @pytest.mark.parametrize("kwargs,field", [
     ({"block": "transformer"}, "block"),
     ({"dct_size": [0, 9]}, "dct_size"),
-    ({"levels": []}, "levels"),
+    ({"block_levels": []}, "block_levels"),
+    ({"block_levels": [5, -1]}, "block_levels"),
+    ({"levels": [4, 4]}, "block_levels"),
     ({"block_norm": "instance"}, "block_norm"),
 ])
 def test_invalid_config_fails_when_built(kwargs, field):
@@ -228,17 +242,17 @@ def test_registered_builder_reads_the_config():
 
     model_config = MaskRCNN(min_level=2, max_level=6)
     model_config.override({"decoder": {"type": "enl_fpn", "enl_fpn": {
-        "num_filters": FILTERS, "levels": [4, 3], "block": "nl"}}})
+        "num_filters": FILTERS, "block_levels": [4, 3], "block": "nl"}}})
     decoder = factory.build_decoder(_specs(), model_config)
     assert isinstance(decoder, ENLFPN)
     assert sorted(decoder.blocks) == [3, 4]
     assert decoder.get_config()["block"] == "nl"
     assert decoder.get_config()["block_input_norm"] is False
     # A YAML override is checked when the model is built, naming the field.
-    model_config.override({"decoder": {"enl_fpn": {"levels": [7]}}})
-    with pytest.raises(ValueError, match="levels"):
+    model_config.override({"decoder": {"enl_fpn": {"block_levels": [7]}}})
+    with pytest.raises(ValueError, match="block_levels"):
         factory.build_decoder(_specs(), model_config)
-    model_config.override({"decoder": {"enl_fpn": {"levels": [4], "block": "nonlocal"}}})
+    model_config.override({"decoder": {"enl_fpn": {"block_levels": [4], "block": "nonlocal"}}})
     with pytest.raises(ValueError, match="block"):
         factory.build_decoder(_specs(), model_config)
 
@@ -306,7 +320,7 @@ def test_block_input_norm_reaches_the_model_from_a_yaml_override(tmp_path):
     assert config.task.model.decoder.enl_fpn.block_input_norm is True
     small = ("task.model.input_size=[128, 128, 3],task.init_checkpoint=null,"
              "task.model.backbone.resnet.model_id=18,task.model.decoder.enl_fpn.num_filters=32,"
-             "task.model.decoder.enl_fpn.levels=[4, 3]")
+             "task.model.decoder.enl_fpn.block_levels=[4, 3]")
     config = hyperparams.override_params_dict(config, small, is_strict=True)
     decoder = task_factory.get_task(config.task).build_model().decoder
     assert decoder.get_config()["block_input_norm"] is True
@@ -316,3 +330,39 @@ def test_block_input_norm_reaches_the_model_from_a_yaml_override(tmp_path):
         config, "task.model.decoder.enl_fpn.block_input_norm=false", is_strict=True)
     decoder = task_factory.get_task(config.task).build_model().decoder
     assert not any(layer.name.startswith("enl_norm_") for layer in decoder.layers)
+
+
+def test_levels_is_a_deprecated_name_of_block_levels():
+    """``levels`` was this decoder's name for ``block_levels``: it still works,
+    with a warning, in the model, in a saved config and in a YAML config."""
+    from official.vision.modeling.decoders import factory
+
+    from enl_keras.garden.configs.maskrcnn import MaskRCNN
+    from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
+
+    with pytest.warns(DeprecationWarning, match="`levels`.*`block_levels`"):
+        decoder = _enl_fpn(levels=(4, 3))
+    assert sorted(decoder.blocks) == [3, 4] and decoder.get_config()["block_levels"] == [4, 3]
+    old_config = {**_enl_fpn().get_config(), "levels": [4]}
+    del old_config["block_levels"]
+    with pytest.warns(DeprecationWarning):
+        assert sorted(ENLFPN.from_config(old_config).blocks) == [4]
+    with pytest.raises(ValueError, match="give only `block_levels`"):
+        _enl_fpn(levels=(4, 3), block_levels=(5,))
+
+    model_config = MaskRCNN(min_level=2, max_level=6)
+    model_config.override({"decoder": {"type": "enl_fpn", "enl_fpn": {
+        "num_filters": FILTERS, "levels": [4, 2]}}})
+    with pytest.warns(DeprecationWarning):
+        assert sorted(factory.build_decoder(_specs(), model_config).blocks) == [2, 4]
+
+
+def test_level_rule_is_the_shared_one_of_enl_core():
+    """One rule for both frameworks (enl_core.fpn.check_block_levels): what one
+    decoder rejects the other rejects, with the same message."""
+    stream = range(2, 6)
+    for bad in [(), (4, 4), (5, -1), (6,), "54"]:
+        with pytest.raises((ValueError, TypeError)) as core_error:
+            fpn.check_block_levels(bad, stream)
+        with pytest.raises(type(core_error.value), match=re.escape(str(core_error.value))):
+            _enl_fpn(block_levels=bad)

@@ -43,7 +43,7 @@ def test_the_six_experiments_are_registered():
         else:
             decoder = model.decoder.get()
             assert model.decoder.type == "enl_fpn" and model.backbone.type == "resnet"
-            assert list(decoder.levels) == [5, 4, 3] and decoder.num_filters == 256
+            assert list(decoder.block_levels) == [5, 4, 3] and decoder.num_filters == 256
             assert decoder.block == ("nl" if "nltd" in name else "enl")
         # Everything else is Model Garden's own experiment.
         baseline = exp_factory.get_exp_config(BASELINES[name.split("_")[0]])

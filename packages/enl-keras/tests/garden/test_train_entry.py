@@ -56,7 +56,7 @@ def test_train_and_eval_writes_checkpoints_and_coco_metrics(background_jobs):
 
     params = yaml.safe_load((model_dir / "params.yaml").read_text())
     assert params["task"]["model"]["decoder"]["type"] == "enl_fpn"
-    assert params["task"]["model"]["decoder"]["enl_fpn"]["levels"] == [5, 4, 3]
+    assert params["task"]["model"]["decoder"]["enl_fpn"]["block_levels"] == [5, 4, 3]
     assert params["trainer"]["train_steps"] == 2
     assert (model_dir / "ckpt-2.index").exists()
 

@@ -58,7 +58,7 @@ def test_row_follows_the_papers_protocol(name):
         "enl": ("resnet", "enl_fpn")}[row]
     if row == "enl":
         decoder = model.decoder.get()
-        assert (list(decoder.levels), decoder.block, list(decoder.dct_size)) == (
+        assert (list(decoder.block_levels), decoder.block, list(decoder.dct_size)) == (
             [5, 4, 3], "enl", [9, 9])
     # 800 px on the short side (1333 max) fits the 832 x 1344 box; multiples of 64.
     assert model.input_size == [832, 1344, 3]

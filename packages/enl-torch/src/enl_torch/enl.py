@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from enl_core import dct as core_dct
-from enl_core.validation import normalize_dct_size, normalize_dct_weights
+from enl_core.validation import DEFAULT_DCT_SIZE, normalize_dct_size, normalize_dct_weights
 from enl_torch import functional
 from enl_torch.base import BlockProjections, _as_bool, to_numpy
 
@@ -47,7 +47,7 @@ class ENL(BlockProjections):
     """
 
     def __init__(self, in_channels: int, inter_channels: int | None = None,
-                 position_encoding: bool = True, dct_size=(9, 9), dct_weights=None,
+                 position_encoding: bool = True, dct_size=DEFAULT_DCT_SIZE, dct_weights=None,
                  zero_init: bool = True, use_bias: bool = True) -> None:
         super().__init__(in_channels, inter_channels, zero_init, use_bias)
         self.position_encoding = _as_bool("position_encoding", position_encoding)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-NL_MODES = ("dot_product", "embedded_gaussian")
+from enl_core.validation import DEFAULT_DCT_SIZE
 
 
 def check_input(x: torch.Tensor, channels: int, block: str = "ENL") -> None:
@@ -56,8 +56,9 @@ def dct_basis(size: int, frequencies: int, dtype: torch.dtype,
     """
     position = torch.arange(size, device=device).unsqueeze(1)  # n, 1
     frequency = torch.arange(frequencies, device=device).unsqueeze(0)  # 1, k
-    # The phase is reduced modulo 4n in integers so that cos stays accurate in
-    # float32 for large grids.
+    # The phase is reduced modulo 4n in integers (the rule of enl_core.dct.dct_phase,
+    # which the Keras basis follows too) so that cos stays accurate in float32 on
+    # large grids. Written out, not called: TorchScript compiles only torch code.
     phase = torch.remainder((2 * position + 1) * frequency, 4 * size)  # n, k
     angle = phase.to(dtype) * (math.pi / 2.0) / size
     norm = torch.where(frequency == 0, 1.0, 2.0).to(dtype) / size
@@ -380,7 +381,7 @@ def _fused_enl(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         out_weight: torch.Tensor, out_bias: torch.Tensor | None,
-        position_encoding: bool = True, dct_size: tuple[int, int] = (9, 9),
+        position_encoding: bool = True, dct_size: tuple[int, int] = DEFAULT_DCT_SIZE,
         dct_weights: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
     """The ENL block on an NCHW tensor: ``z = out(y) + x`` (eq. 4, 6, 9).
 
@@ -460,7 +461,7 @@ def nonlocal_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
                    out_weight: torch.Tensor, out_bias: torch.Tensor | None,
                    mode: str = "embedded_gaussian", scale: bool = True,
                    sub_sample: bool = False, position_encoding: bool = False,
-                   dct_size: tuple[int, int] = (9, 9),
+                   dct_size: tuple[int, int] = DEFAULT_DCT_SIZE,
                    dct_weights: torch.Tensor | None = None) -> torch.Tensor:
     """The NL block of Wang et al. with its N x N affinity built (eq. 1-4).
 

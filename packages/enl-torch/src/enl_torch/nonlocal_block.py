@@ -8,7 +8,7 @@ import torch
 
 from enl_core import dct as core_dct
 from enl_core.blocks import NL_MODES
-from enl_core.validation import normalize_dct_size
+from enl_core.validation import DEFAULT_DCT_SIZE, normalize_dct_size
 from enl_torch import functional
 from enl_torch.base import BlockProjections, _as_bool
 
@@ -48,8 +48,8 @@ class NonLocal(BlockProjections):
 
     def __init__(self, in_channels: int, mode: str = "embedded_gaussian",
                  inter_channels: int | None = None, scale: bool = True,
-                 sub_sample: bool = False, position_encoding: bool = False, dct_size=(9, 9),
-                 zero_init: bool = True, use_bias: bool = True) -> None:
+                 sub_sample: bool = False, position_encoding: bool = False,
+                 dct_size=DEFAULT_DCT_SIZE, zero_init: bool = True, use_bias: bool = True) -> None:
         super().__init__(in_channels, inter_channels, zero_init, use_bias)
         if mode not in NL_MODES:
             raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 from torchvision.ops import misc as misc_nn_ops
 
+from enl_core.fpn import BLOCK_NORMS
 from enl_torch.data.coco import CocoDetection, find_split
 from enl_torch.detection.backbones import BACKBONES, FPN_OUT_CHANNELS
 from enl_torch.detection.builders import MODEL_BUILDERS, VARIANTS
-from enl_torch.detection.fpn import BLOCK_NORMS
 from enl_torch.training import checkpoint as ckpt
 from enl_torch.training.distributed import (
     DistributedContext,

@@ -43,6 +43,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops import misc as misc_nn_ops
 
+from enl_core import variants as core_variants
 from enl_torch.detection import heads
 from enl_torch.detection.backbones import (
     BACKBONES,
@@ -58,14 +59,11 @@ from enl_torch.detection.weights import (
     load_state_dict_file,
 )
 
-VARIANTS = {
-    "baseline": {"bottom_up_nonlocal": False, "fpn_block": None},
-    "1nl_bu": {"bottom_up_nonlocal": True, "fpn_block": None},
-    "3enl_td": {"bottom_up_nonlocal": False, "fpn_block": "enl"},
-    "3nl_td": {"bottom_up_nonlocal": False, "fpn_block": "nl"},
-}
-VARIANT_LABELS = {"baseline": "baseline", "1nl_bu": "+1NL BU", "3enl_td": "+3ENL TD",
-                  "3nl_td": "+3NL TD"}
+# The variants are the framework-neutral table of enl_core.variants.
+VARIANTS = {key: {"bottom_up_nonlocal": variant.bottom_up_nonlocal,
+                  "fpn_block": variant.fpn_block}
+            for key, variant in core_variants.VARIANTS.items()}
+VARIANT_LABELS = {key: variant.label for key, variant in core_variants.VARIANTS.items()}
 # Keys of the blocks a variant adds: the only keys a plain checkpoint may lack.
 NEW_BLOCK_PREFIXES = (f"backbone.body.{BOTTOM_UP_STAGE}.{BOTTOM_UP_NAME}.",
                       "backbone.fpn.top_down_blocks.")

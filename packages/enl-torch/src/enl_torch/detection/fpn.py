@@ -44,9 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
-BLOCK_TYPES = ("enl", "nl")
-BLOCK_NORMS = ("batch", "layer")
-DEFAULT_BLOCK_LEVELS = (5, 4, 3)
+# Block names, norms, default levels and the level rule are framework-neutral
+# (enl_core.fpn); the Model Garden decoder takes them from there too.
+from enl_core.fpn import (
+    BLOCK_TYPES,
+    DEFAULT_BLOCK_LEVELS,
+    check_block_levels,
+    check_block_norm,
+    check_levels,
+)
 
 BlockFactory = Callable[[int], nn.Module]
 
@@ -98,12 +104,11 @@ def block_factory(block: str | BlockFactory, block_kwargs: Mapping[str, Any] | N
 
 def check_block_input_norm(block_input_norm, block_norm) -> None:
     """Raises naming ``block_input_norm`` (not a bool) or ``block_norm`` (not in
-    :data:`BLOCK_NORMS`); the FPN and the backbone builder share it."""
+    :data:`enl_core.fpn.BLOCK_NORMS`); the FPN and the backbone builder share it."""
     if not isinstance(block_input_norm, bool):
         raise TypeError(f"`block_input_norm` must be a bool, received {block_input_norm!r} "
                         f"of type {type(block_input_norm).__name__}")
-    if block_norm not in BLOCK_NORMS:
-        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
+    check_block_norm(block_norm)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -170,20 +175,6 @@ class NormalizedInputBlock(nn.Module):
         return x + (self.block(normed) - normed)
 
 
-def _levels(name: str, value, allow_empty: bool) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"`{name}` must be a sequence of ints, received {value!r}")
-    levels = tuple(value)
-    if not allow_empty and not levels:
-        raise ValueError(f"`{name}` must name at least one level, received {value!r}")
-    for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
-            raise ValueError(f"`{name}` must be non-negative ints, received {value!r}")
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"`{name}` must not repeat a level, received {value!r}")
-    return levels
-
-
 class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
     """FPN whose top-down stream applies ENL (or NL) blocks, coarse to fine.
 
@@ -197,8 +188,11 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         norm_layer: norm of the lateral / output convolutions (torchvision's).
         levels: the pyramid level of each input map, finest first; default
             ``(2, 3, ...)``, torchvision's ResNet ``C2..C5`` (stride ``2**level``).
-        block_levels: the levels that get a block; default ``(5, 4, 3)``. Order
-            does not matter: the stream always runs coarse to fine.
+        block_levels: the levels that get a block (at least one: without blocks
+            this is torchvision's FPN); default ``(5, 4, 3)``. Order does not
+            matter: the stream always runs coarse to fine. Checked by
+            :func:`enl_core.fpn.check_block_levels`, as the Model Garden
+            decoder's ``block_levels`` are.
         block: ``"enl"``, ``"nl"`` or a factory ``(channels) -> nn.Module``.
         block_kwargs: keyword arguments for a named block.
         block_input_norm: wrap each block in :class:`NormalizedInputBlock`
@@ -245,22 +239,18 @@ class ENLFeaturePyramidNetwork(FeaturePyramidNetwork):
         check_block_input_norm(block_input_norm, block_norm)
         super().__init__(in_channels_list, out_channels, extra_blocks, norm_layer)
         num_inputs = len(in_channels_list)
-        levels = tuple(range(2, 2 + num_inputs)) if levels is None else _levels(
-            "levels", levels, allow_empty=False)
+        levels = tuple(range(2, 2 + num_inputs)) if levels is None else check_levels(
+            "levels", levels)
         if len(levels) != num_inputs:
             raise ValueError(f"`levels` must give one level per input map "
                              f"({num_inputs} in `in_channels_list`), received {levels!r}")
         if list(levels) != sorted(levels):
             raise ValueError(f"`levels` must be ordered finest first (increasing), "
                              f"received {levels!r}")
-        block_levels = _levels("block_levels", block_levels, allow_empty=True)
-        unknown = [level for level in block_levels if level not in levels]
-        if unknown:
-            raise ValueError(f"`block_levels` must be among the input levels {levels}, "
-                             f"received {block_levels!r}")
+        block_levels = check_block_levels(block_levels, stream_levels=levels)
         make_block = block_factory(block, block_kwargs)
         self.levels = levels
-        self.block_levels = tuple(sorted(block_levels, reverse=True))
+        self.block_levels = block_levels
         self.block_input_norm = block_input_norm
         self.block_norm = block_norm
         if block_norm == "layer":

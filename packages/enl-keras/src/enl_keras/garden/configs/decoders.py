@@ -14,12 +14,8 @@ import dataclasses
 
 from official.vision.configs import decoders
 
-from enl_keras.garden.modeling.decoders.checks import (
-    check_block,
-    check_block_norm,
-    check_dct_size,
-    check_levels,
-)
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS, check_block, check_block_levels, check_block_norm
+from enl_keras.garden.modeling.decoders.checks import check_dct_size
 
 
 @dataclasses.dataclass
@@ -27,10 +23,11 @@ class ENLFPN(decoders.FPN):
     """FPN config plus the blocks on the merged top-down features.
 
     Attributes:
-        levels: FPN levels that get a block, applied coarse to fine (5, 4, 3
-            in the paper). Each must lie in [model.min_level, backbone max
-            level]; checked when the model is built (the model's levels are
-            not known here).
+        block_levels: FPN levels that get a block, applied coarse to fine
+            (5, 4, 3 in the paper). Each must lie in [model.min_level, backbone
+            max level]; checked when the model is built (the model's levels
+            are not known here). The same name and rule as in
+            ``enl_torch.detection`` (:func:`enl_core.fpn.check_block_levels`).
         block: "enl" (the paper's ENL) or "nl" (embedded-Gaussian non-local,
             the "+3NL, TD" row of the cost table).
         inter_channels: C' of every block; None means num_filters // 2.
@@ -43,15 +40,20 @@ class ENLFPN(decoders.FPN):
         block_norm: that norm: "batch" (the FPN's batch norm) or "layer"
             (layer norm over channels; no running statistics, so inference
             normalises as training does).
+        levels: deprecated name of ``block_levels`` (None: unset). When set,
+            it is used in place of ``block_levels`` with a
+            ``DeprecationWarning``; setting both to different lists fails.
     """
 
-    levels: list[int] = dataclasses.field(default_factory=lambda: [5, 4, 3])
+    block_levels: list[int] = dataclasses.field(
+        default_factory=lambda: list(DEFAULT_BLOCK_LEVELS))
     block: str = "enl"
     inter_channels: int | None = None
     dct_size: list[int] = dataclasses.field(default_factory=lambda: [9, 9])
     position_encoding: bool = True
     block_input_norm: bool = False
     block_norm: str = "batch"
+    levels: list[int] | None = None
 
     def __post_init__(self, *args, **kwargs):
         super().__post_init__(*args, **kwargs)
@@ -60,7 +62,9 @@ class ENLFPN(decoders.FPN):
         check_block(self.block)
         check_block_norm(self.block_norm)
         check_dct_size(self.dct_size)
-        check_levels(self.levels)
+        check_block_levels(self.block_levels)
+        if self.levels is not None:
+            check_block_levels(self.levels)
 
 
 @dataclasses.dataclass

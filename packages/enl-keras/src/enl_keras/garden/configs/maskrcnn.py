@@ -26,6 +26,8 @@ from official.core import config_definitions as cfg
 from official.core import exp_factory
 from official.vision.configs import maskrcnn
 
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS
+from enl_core.variants import DETECTORS, VARIANTS, garden_experiment
 from enl_keras.garden.configs import backbones, decoders
 
 
@@ -66,7 +68,7 @@ def _enl_td(config: cfg.ExperimentConfig, block: str) -> cfg.ExperimentConfig:
         enl_fpn=decoders.ENLFPN(num_filters=fpn.num_filters, fusion_type=fpn.fusion_type,
                                 use_separable_conv=fpn.use_separable_conv,
                                 use_keras_layer=fpn.use_keras_layer,
-                                levels=[5, 4, 3], block=block))
+                                block_levels=list(DEFAULT_BLOCK_LEVELS), block=block))
     return config
 
 
@@ -78,44 +80,44 @@ def _nl_bu(config: cfg.ExperimentConfig) -> cfg.ExperimentConfig:
     return config
 
 
-@exp_factory.register_config_factory("fasterrcnn_resnetfpn_enl_coco")
+@exp_factory.register_config_factory(garden_experiment("3enl_td", "fasterrcnn"))
 def fasterrcnn_resnetfpn_enl_coco() -> cfg.ExperimentConfig:
     """Faster R-CNN, ResNet-50 FPN, ENL on P5, P4, P3 ("+3ENL, TD", Table 1)."""
     return _enl_td(maskrcnn.fasterrcnn_resnetfpn_coco(), "enl")
 
 
-@exp_factory.register_config_factory("maskrcnn_resnetfpn_enl_coco")
+@exp_factory.register_config_factory(garden_experiment("3enl_td", "maskrcnn"))
 def maskrcnn_resnetfpn_enl_coco() -> cfg.ExperimentConfig:
     """Mask R-CNN, ResNet-50 FPN, ENL on P5, P4, P3 ("+3ENL, TD", Table 2)."""
     return _enl_td(maskrcnn.maskrcnn_resnetfpn_coco(), "enl")
 
 
-@exp_factory.register_config_factory("fasterrcnn_resnetfpn_nltd_coco")
+@exp_factory.register_config_factory(garden_experiment("3nl_td", "fasterrcnn"))
 def fasterrcnn_resnetfpn_nltd_coco() -> cfg.ExperimentConfig:
     """Faster R-CNN, ResNet-50 FPN, embedded-Gaussian NL on P5, P4, P3 ("+3NL, TD")."""
     return _enl_td(maskrcnn.fasterrcnn_resnetfpn_coco(), "nl")
 
 
-@exp_factory.register_config_factory("maskrcnn_resnetfpn_nltd_coco")
+@exp_factory.register_config_factory(garden_experiment("3nl_td", "maskrcnn"))
 def maskrcnn_resnetfpn_nltd_coco() -> cfg.ExperimentConfig:
     """Mask R-CNN, ResNet-50 FPN, embedded-Gaussian NL on P5, P4, P3 ("+3NL, TD")."""
     return _enl_td(maskrcnn.maskrcnn_resnetfpn_coco(), "nl")
 
 
-@exp_factory.register_config_factory("fasterrcnn_resnetfpn_nlbu_coco")
+@exp_factory.register_config_factory(garden_experiment("1nl_bu", "fasterrcnn"))
 def fasterrcnn_resnetfpn_nlbu_coco() -> cfg.ExperimentConfig:
     """Faster R-CNN, ResNet-50 with one NL before res4's last block ("+1NL, BU")."""
     return _nl_bu(maskrcnn.fasterrcnn_resnetfpn_coco())
 
 
-@exp_factory.register_config_factory("maskrcnn_resnetfpn_nlbu_coco")
+@exp_factory.register_config_factory(garden_experiment("1nl_bu", "maskrcnn"))
 def maskrcnn_resnetfpn_nlbu_coco() -> cfg.ExperimentConfig:
     """Mask R-CNN, ResNet-50 with one NL before res4's last block ("+1NL, BU")."""
     return _nl_bu(maskrcnn.maskrcnn_resnetfpn_coco())
 
 
-EXPERIMENTS = (
-    "fasterrcnn_resnetfpn_enl_coco", "maskrcnn_resnetfpn_enl_coco",
-    "fasterrcnn_resnetfpn_nlbu_coco", "maskrcnn_resnetfpn_nlbu_coco",
-    "fasterrcnn_resnetfpn_nltd_coco", "maskrcnn_resnetfpn_nltd_coco",
-)
+# The experiments registered here: every variant of enl_core.variants but
+# Model Garden's own baseline, for both detectors.
+EXPERIMENTS = tuple(garden_experiment(variant, detector)
+                    for variant in VARIANTS.values() if variant.garden_suffix is not None
+                    for detector in DETECTORS)

@@ -2,30 +2,17 @@
 
 Each raises ``ValueError`` / ``TypeError`` naming the field and the value
 received, so a bad YAML value fails with a message that says what to fix.
+The block names, norms and the level rule are not here: they are the
+framework-neutral ones of :mod:`enl_core.fpn`, which ``enl_torch.detection``
+applies too; these are the checks only this decoder needs.
 """
 
 from __future__ import annotations
 
-import numbers
+import warnings
 
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS
 from enl_core.validation import normalize_dct_size, positive_int
-
-BLOCKS = ("enl", "nl")
-BLOCK_NORMS = ("batch", "layer")
-
-
-def check_block(block) -> str:
-    """Returns ``block`` if it is "enl" or "nl"."""
-    if block not in BLOCKS:
-        raise ValueError(f"`block` must be one of {BLOCKS}, received {block!r}")
-    return block
-
-
-def check_block_norm(block_norm) -> str:
-    """Returns ``block_norm`` if it is "batch" or "layer"."""
-    if block_norm not in BLOCK_NORMS:
-        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
-    return block_norm
 
 
 def check_dct_size(dct_size) -> tuple[int, int]:
@@ -38,35 +25,24 @@ def check_inter_channels(inter_channels) -> int | None:
     return None if inter_channels is None else positive_int("inter_channels", inter_channels)
 
 
-def check_levels(levels, min_level: int | None = None, max_level: int | None = None
-                 ) -> tuple[int, ...]:
-    """Returns ``levels`` sorted coarse to fine (descending).
+def resolve_block_levels(block_levels, levels):
+    """``block_levels``, or the deprecated ``levels`` it replaces.
 
-    Args:
-        levels: FPN levels that get a block.
-        min_level, max_level: the top-down stream's range; each level must lie
-            in it (checked when given).
+    ``levels`` was this decoder's name for the levels that get a block; it is
+    ``block_levels`` now, as in ``enl_torch.detection`` (where ``levels`` is
+    the level of each input map). Given alone, ``levels`` still works, with a
+    ``DeprecationWarning``; ``block_levels=None`` means the default (5, 4, 3).
 
     Raises:
-        ValueError: naming `levels`, for an empty list, a non-integer, a
-            repeated level or a level outside [min_level, max_level].
+        ValueError: both are given and differ.
     """
-    try:
-        levels = list(levels)
-    except TypeError:
-        raise ValueError(f"`levels` must be a list of FPN levels, received {levels!r}") from None
-    if not levels:
-        raise ValueError(f"`levels` must name at least one FPN level, received {levels!r}")
-    for level in levels:
-        if isinstance(level, bool) or not isinstance(level, numbers.Integral):
-            raise ValueError(f"`levels` must be integers, received {levels!r}")
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"`levels` must not repeat a level, received {levels!r}")
-    if min_level is not None and max_level is not None:
-        outside = [level for level in levels if not min_level <= level <= max_level]
-        if outside:
-            raise ValueError(
-                f"`levels` must lie in [min_level, max_level] = [{min_level}, {max_level}] "
-                f"(the top-down stream, where blocks are applied), received {levels!r}")
-    # Coarse to fine: each block sees what the coarser blocks passed down.
-    return tuple(sorted((int(level) for level in levels), reverse=True))
+    if levels is None:
+        return DEFAULT_BLOCK_LEVELS if block_levels is None else block_levels
+    if block_levels is not None and list(block_levels) != list(levels):
+        raise ValueError(f"`levels` is the deprecated name of `block_levels`: give only "
+                         f"`block_levels`, received levels={levels!r} and "
+                         f"block_levels={block_levels!r}")
+    warnings.warn("`levels` of the ENL-FPN decoder is deprecated; it is now `block_levels` "
+                  "(the levels that get a block), as in enl_torch.detection",
+                  DeprecationWarning, stacklevel=3)
+    return levels

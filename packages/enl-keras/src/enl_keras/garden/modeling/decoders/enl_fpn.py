@@ -43,13 +43,13 @@ from official.modeling import hyperparams, tf_utils
 from official.vision.modeling.decoders import factory, fpn
 from official.vision.ops import spatial_transform_ops
 
+from enl_core.fpn import DEFAULT_BLOCK_LEVELS, check_block, check_block_levels, check_block_norm
+from enl_core.validation import DEFAULT_DCT_SIZE
 from enl_keras.garden import layers as garden_layers
 from enl_keras.garden.modeling.decoders.checks import (
-    check_block,
-    check_block_norm,
     check_dct_size,
     check_inter_channels,
-    check_levels,
+    resolve_block_levels,
 )
 from enl_keras.garden.modeling.regularization import regularize_kernels
 
@@ -77,11 +77,14 @@ class ENLFPN(fpn.FPN):
     level strings, ``num_filters`` channels on every level), plus:
 
     Args:
-        levels: levels that get a block; default (5, 4, 3), applied coarse to
-            fine. Each must lie in [min_level, backbone max level].
+        block_levels: levels that get a block; None means (5, 4, 3). Applied
+            coarse to fine; each must lie in [min_level, backbone max level]
+            (:func:`enl_core.fpn.check_block_levels`, the rule of
+            ``enl_torch.detection`` too).
         block: "enl" (default) or "nl" (embedded-Gaussian non-local).
         inter_channels: C' of each block; None means C // 2.
-        dct_size: (kH, kW) of ENL's position term; default (9, 9).
+        dct_size: (kH, kW) of ENL's position term; default
+            ``enl_core.DEFAULT_DCT_SIZE``, (9, 9).
         position_encoding: ENL's relative-position term; default True.
         block_input_norm: feed each block's branch a normalised input
             (``x + block(norm(x)) - norm(x)``, norm = the FPN's batch norm
@@ -90,16 +93,17 @@ class ENLFPN(fpn.FPN):
         block_norm: the norm of ``block_input_norm``: "batch" (default, the
             FPN's batch norm) or "layer" (layer norm over channels, with
             ``norm_epsilon``).
+        levels: deprecated name of ``block_levels`` (``DeprecationWarning``).
 
     Raises:
-        ValueError: naming `levels`, `block`, `block_norm`, `dct_size` or
+        ValueError: naming `block_levels`, `block`, `block_norm`, `dct_size` or
             `inter_channels`.
 
     Example:
         >>> specs = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, 64])
         ...          for l in range(2, 6)}
         >>> decoder = ENLFPN(input_specs=specs, min_level=2, max_level=6,
-        ...                  num_filters=64, levels=(5, 4, 3))
+        ...                  num_filters=64, block_levels=(5, 4, 3))
         >>> sorted(decoder.output_specs)
         ['2', '3', '4', '5', '6']
     """
@@ -120,14 +124,16 @@ class ENLFPN(fpn.FPN):
         kernel_initializer: str = "VarianceScaling",
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         bias_regularizer: tf_keras.regularizers.Regularizer | None = None,
-        levels: Sequence[int] = (5, 4, 3),
+        block_levels: Sequence[int] | None = None,
         block: str = "enl",
         inter_channels: int | None = None,
-        dct_size: Sequence[int] | int = (9, 9),
+        dct_size: Sequence[int] | int = DEFAULT_DCT_SIZE,
         position_encoding: bool = True,
         block_input_norm: bool = False,
         block_norm: str = "batch",
+        levels: Sequence[int] | None = None,
         **kwargs):
+        block_levels = resolve_block_levels(block_levels, levels)
         block = check_block(block)
         block_norm = check_block_norm(block_norm)
         dct_size = check_dct_size(dct_size)
@@ -149,7 +155,7 @@ class ENLFPN(fpn.FPN):
             "kernel_initializer": kernel_initializer,
             "kernel_regularizer": kernel_regularizer,
             "bias_regularizer": bias_regularizer,
-            "levels": None,  # set below, once checked against the pyramid
+            "block_levels": None,  # set below, once checked against the pyramid
             "block": block,
             "inter_channels": inter_channels,
             "dct_size": dct_size,
@@ -171,10 +177,11 @@ class ENLFPN(fpn.FPN):
         backbone_max_level = min(int(max(inputs.keys())), max_level)
         # Blocks live on the top-down stream, [min_level, backbone_max_level];
         # the coarser RetinaNet-style levels are not part of it.
-        levels = check_levels(levels, min_level, backbone_max_level)
-        self._config_dict["levels"] = levels
+        block_levels = check_block_levels(block_levels,
+                                          range(min_level, backbone_max_level + 1))
+        self._config_dict["block_levels"] = block_levels
         blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
-                  for level in levels}
+                  for level in block_levels}
 
         def norm_layer(name, kind="batch"):
             if kind == "layer":
@@ -185,7 +192,7 @@ class ENLFPN(fpn.FPN):
                 synchronized=use_sync_bn, name=name)
 
         block_norms = ({level: norm_layer(f"{block}_norm_{level}", block_norm)
-                        for level in levels}
+                        for level in block_levels}
                        if block_input_norm else {})
 
         def apply_block(level, feature):
@@ -248,11 +255,12 @@ class ENLFPN(fpn.FPN):
     def blocks(self) -> dict[int, tf_keras.layers.Layer]:
         """The (E)NL block layers, keyed by level."""
         block = self._config_dict["block"]
-        return {level: self.get_layer(f"{block}_{level}") for level in self._config_dict["levels"]}
+        return {level: self.get_layer(f"{block}_{level}")
+                for level in self._config_dict["block_levels"]}
 
     def get_config(self) -> Mapping[str, Any]:
         config = dict(self._config_dict)
-        config["levels"] = list(config["levels"])
+        config["block_levels"] = list(config["block_levels"])
         config["dct_size"] = list(config["dct_size"])
         return config
 
@@ -274,6 +282,9 @@ def build_enl_fpn_decoder(
         raise ValueError(f"Inconsistent decoder type {decoder_type!r}; need 'enl_fpn'.")
     decoder_cfg = model_config.decoder.get()
     norm_activation_config = model_config.norm_activation
+    block_levels = list(decoder_cfg.block_levels)
+    if decoder_cfg.levels is not None and block_levels == list(DEFAULT_BLOCK_LEVELS):
+        block_levels = None  # only the deprecated `levels` was set: it decides
     return ENLFPN(
         input_specs=input_specs,
         min_level=model_config.min_level,
@@ -287,6 +298,7 @@ def build_enl_fpn_decoder(
         norm_momentum=norm_activation_config.norm_momentum,
         norm_epsilon=norm_activation_config.norm_epsilon,
         kernel_regularizer=l2_regularizer,
+        block_levels=block_levels,
         levels=decoder_cfg.levels,
         block=decoder_cfg.block,
         inter_channels=decoder_cfg.inter_channels,
