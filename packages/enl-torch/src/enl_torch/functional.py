@@ -64,6 +64,30 @@ def dct_basis(size: int, frequencies: int, dtype: torch.dtype,
     return torch.cos(angle) * torch.sqrt(norm) * kept  # n, k
 
 
+def clamp_dct(dct_size: tuple[int, int], dct_weights: torch.Tensor | None, height: int,
+              width: int) -> tuple[tuple[int, int], torch.Tensor | None]:
+    """``dct_size`` clamped to the grid and d cropped to match, before any basis
+    is built, so that the work never grows with frequencies the grid cannot hold.
+
+    The rule is ``enl_core.validation.clamp_dct_size`` (``(min(kH, H), min(kW, W))``),
+    written here with ``min`` so that TorchScript runs it and ``torch.compile``
+    traces it as a symbolic ``Min`` (one graph for every grid). Under
+    ``torch.jit.trace`` (the ONNX exporter) a ``min`` would freeze the grid of
+    the example input into the graph, so the size is left as it is there: the
+    bases then zero the frequencies a smaller grid lacks (same result).
+    """
+    if torch.jit.is_tracing():
+        return dct_size, dct_weights
+    size = (min(dct_size[0], height), min(dct_size[1], width))
+    if dct_weights is not None:
+        # index_select, not a slice: a fresh contiguous tensor, so torch.compile
+        # needs no guard on whether the crop kept the whole row.
+        device = dct_weights.device
+        dct_weights = dct_weights.index_select(0, torch.arange(size[0], device=device))
+        dct_weights = dct_weights.index_select(1, torch.arange(size[1], device=device))
+    return size, dct_weights
+
+
 def _bases(height: int, width: int, dct_size: tuple[int, int], dtype: torch.dtype,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (dct_basis(height, dct_size[0], dtype, device),  # H, kH
