@@ -18,7 +18,8 @@ Resume exactly where a run stopped: the same command with ``--resume latest``
 (or a checkpoint path). Checkpoints are written atomically, so a run killed at
 any point (even while saving) resumes with ``latest`` to the weights the
 uninterrupted run reaches, bit for bit; an unreadable checkpoint is named, and
-``latest`` skips it with a warning for the newest readable one. Evaluate only: ``--eval-only --weights FILE``.
+``latest`` skips it with a warning for the newest readable one. Evaluate only:
+``--eval-only --weights FILE``.
 
 The data folder is ``annotations/instances_<split>.json`` plus an images
 folder per split (``<split>/``, ``images/<split>/`` or ``<split>2017/``);

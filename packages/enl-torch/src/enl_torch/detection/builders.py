@@ -46,7 +46,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import misc as misc_nn_ops
 
 from enl_core.validation import bounded_int
-
 from enl_torch.detection import heads
 from enl_torch.detection.backbones import (
     BACKBONES,
