@@ -80,11 +80,11 @@ def clamp_dct(dct_size: tuple[int, int], dct_weights: torch.Tensor | None, heigh
         return dct_size, dct_weights
     size = (min(dct_size[0], height), min(dct_size[1], width))
     if dct_weights is not None:
-        # index_select, not a slice: a fresh contiguous tensor, so torch.compile
-        # needs no guard on whether the crop kept the whole row.
-        device = dct_weights.device
-        dct_weights = dct_weights.index_select(0, torch.arange(size[0], device=device))
-        dct_weights = dct_weights.index_select(1, torch.arange(size[1], device=device))
+        # A gather, not a slice: a fresh contiguous (kH', kW') tensor, so that
+        # torch.compile needs no guard on whether the crop kept whole rows.
+        rows = torch.arange(size[0], device=dct_weights.device).unsqueeze(1)  # kH', 1
+        cols = torch.arange(size[1], device=dct_weights.device).unsqueeze(0)  # 1, kW'
+        dct_weights = torch.take(dct_weights, rows * dct_weights.shape[1] + cols)
     return size, dct_weights
 
 
