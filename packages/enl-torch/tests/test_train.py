@@ -4,6 +4,8 @@ project's generated COCO-format dataset (``enl_experiments.dataset``) at 64 x 64
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -15,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from enl_core.testing import assert_close
@@ -654,3 +658,86 @@ def test_resume_latest_skips_corrupt_newer_checkpoints(data_dir, uninterrupted_f
     assert "step_0000003.pt" in skipped[1] and "truncated or corrupt" in skipped[1]
     assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [3, 4]
     _assert_same_training_state(tmp_path, uninterrupted_fault_run, 4)
+
+
+# --- the train CLI's flags, bad values generated -----------------------------------
+
+def _cli_error(argv: list[str]) -> str:
+    """``train.main``'s exit status must be 2; returns what it printed to stderr."""
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        try:
+            status = train.main(argv)
+        except SystemExit as exit_:  # argparse's own refusals
+            status = exit_.code
+    assert status == 2, stream.getvalue()
+    return stream.getvalue()
+
+
+POSITIVE_FLAGS = ["--steps", "--batch-size", "--grad-accumulation", "--min-size", "--max-size",
+                  "--eval-batch-size", "--log-every", "--fpn-channels", "--threads"]
+NON_NEGATIVE_FLAGS = ["--checkpoint-every", "--eval-every", "--warmup-steps", "--workers"]
+FLOAT_FLAGS = {"--lr": ">", "--momentum": ">=", "--weight-decay": ">=", "--gamma": ">",
+               "--warmup-factor": ">", "--hflip-prob": ">=", "--clip-grad-norm": ">"}
+
+
+@given(flag=st.sampled_from(POSITIVE_FLAGS), value=st.integers(-10**6, 0))
+def test_generated_non_positive_int_flags(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    assert f"`{flag}` must be >= 1, received {value}" in _cli_error([*base, f"{flag}={value}"])
+
+
+@given(flag=st.sampled_from(NON_NEGATIVE_FLAGS), value=st.integers(-10**6, -1))
+def test_generated_negative_int_flags(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    assert f"`{flag}` must be >= 0, received {value}" in _cli_error([*base, f"{flag}={value}"])
+
+
+@given(flag=st.sampled_from(sorted(FLOAT_FLAGS)), value=st.one_of(
+    st.floats(max_value=0.0, exclude_max=False), st.just(float("nan")), st.just(float("inf"))))
+def test_generated_bad_float_flags(tmp_path_factory, flag, value):
+    if FLOAT_FLAGS[flag] == ">=" and value == 0.0:
+        return  # 0 is allowed there
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    message = _cli_error([*base, f"{flag}={value}"])
+    assert f"`{flag}` must be a finite number" in message and str(value) in message, message
+
+
+@given(value=st.floats(1.0, 1e6, exclude_min=True))
+def test_generated_hflip_prob_above_one(tmp_path_factory, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    message = _cli_error([*base, f"--hflip-prob={value}"])
+    assert f"`--hflip-prob` must be in [0, 1], received {value}" in message
+
+
+@given(flag=st.sampled_from(POSITIVE_FLAGS + ["--lr", "--seed"]),
+       value=st.text(alphabet="abcxyz.,#", min_size=1, max_size=4))
+def test_generated_unparsable_values_are_refused_by_argparse(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    try:
+        float(value)
+        return  # "." or the like may parse as a number for --lr
+    except ValueError:
+        pass
+    message = _cli_error([*base, f"{flag}={value}"])
+    assert f"argument {flag}" in message and repr(value) in message, message
+
+
+@given(key=st.one_of(st.sampled_from(["foo", "box_detections_per_imgs", "anchor_sizes",
+                                      "min_size"]),
+                     st.from_regex(r"[a-z]{3,10}_[a-z]{3,10}", fullmatch=True)),
+       value=st.integers(0, 99))
+def test_generated_unknown_model_kwargs_are_refused(data_dir, key, value):
+    """``--model-kwarg`` keys torchvision would swallow, and those with their own flag."""
+    if key in train.builder_kwarg_names("maskrcnn_enl_resnet_fpn") and key not in {
+            "anchor_sizes", "min_size"}:
+        return  # a real argument of the builder
+    message = _cli_error(["--data-dir", str(data_dir), "--output-dir", str(data_dir / "none"),
+                          "--model-kwarg", f"{key}={value}", "--no-eval"])
+    assert f"`--model-kwarg` ['{key}'] (received {{'{key}': {value}}})" in message, message
+    assert "box_detections_per_img" in message  # the valid keys are listed

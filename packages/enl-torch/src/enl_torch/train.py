@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import sys
 import time
@@ -182,6 +183,21 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 0, received "
                              f"{getattr(args, name)}")
+    # (name, smallest value, whether it is allowed): NaN fails every comparison.
+    for name, low, low_ok in (("lr", 0.0, False), ("momentum", 0.0, True),
+                              ("weight_decay", 0.0, True), ("gamma", 0.0, False),
+                              ("warmup_factor", 0.0, False), ("hflip_prob", 0.0, True),
+                              ("clip_grad_norm", 0.0, False)):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not (value >= low if low_ok else value > low) or not math.isfinite(value):
+            raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number "
+                             f"{'>=' if low_ok else '>'} {low}, received {value}")
+    if args.hflip_prob > 1.0:
+        raise ValueError(f"`--hflip-prob` must be in [0, 1], received {args.hflip_prob}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"`--threads` must be >= 1, received {args.threads}")
     if args.eval_only and args.resume is None and args.weights is None:
         raise ValueError("`--eval-only` needs `--weights` (or `--resume`)")
 
