@@ -3,8 +3,13 @@ predicts, runs in eval, and loads local weights (no downloads)."""
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN
@@ -21,6 +26,7 @@ from enl_torch.detection import (
     heads,
     maskrcnn_enl_resnet_fpn,
 )
+from enl_torch.detection.builders import builder_kwarg_names, detector_kwarg_names
 from enl_torch.detection.fpn import NormalizedInputBlock
 
 BUILDERS = {"faster": (fasterrcnn_enl_resnet_fpn, FasterRCNN),
@@ -438,3 +444,50 @@ def test_every_builder_trains_a_step_and_predicts(head, backbone, variant):
     with torch.no_grad():
         (detections,) = model([image])
     assert torch.isfinite(detections["boxes"]).all()
+
+
+# --- bad input, generated: each error names the argument and the value --------
+
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_the_kwargs_accepted_are_torchvisions(name):
+    """What the builders let through is what the installed torchvision's
+    FasterRCNN / MaskRCNN and GeneralizedRCNNTransform take, read from them."""
+    _, cls = BUILDERS[name]
+    torchvision_names = set(inspect.signature(cls.__init__).parameters) - {
+        "self", "backbone", "num_classes", "kwargs"}
+    assert torchvision_names <= detector_kwarg_names(cls)
+    assert {"size_divisible", "fixed_size", "box_detections_per_img"} <= detector_kwarg_names(cls)
+    assert ("mask_head" in detector_kwarg_names(cls)) == (cls is MaskRCNN)
+    builder_name = BUILDERS[name][0].__name__
+    assert {"block_kwargs", "backbone_name"} <= builder_kwarg_names(builder_name)
+
+
+unknown_keys = st.from_regex(r"[a-z][a-z_]{2,24}", fullmatch=True).filter(
+    lambda key: key not in detector_kwarg_names(MaskRCNN) and key not in {
+        p for p in inspect.signature(maskrcnn_enl_resnet_fpn).parameters})
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+@given(key=st.one_of(st.just("box_detections_per_imgs"), st.just("foo"), unknown_keys),
+       value=st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5)))
+def test_unknown_kwargs_are_refused_by_name(name, key, value):
+    """torchvision would pass them to its transform, which ignores them."""
+    builder, cls = BUILDERS[name]
+    with pytest.raises(TypeError, match=rf"unknown keyword argument\(s\) \['{key}'\] for "
+                                        rf"{cls.__name__} \(received \{{'{key}': "
+                                        rf"{re.escape(repr(value))}\}}\).*box_detections_per_img"):
+        builder(num_classes=3, **{key: value})
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+@given(value=st.one_of(st.integers(max_value=1), st.booleans(), st.floats(allow_nan=False),
+                       st.text(max_size=3)))
+def test_bad_num_classes_are_refused_at_build(name, value):
+    """0, 1, negative, bool, float, str: refused before anything is built (0
+    used to build and fail with an IndexError in training)."""
+    builder, _ = BUILDERS[name]
+    with pytest.raises((TypeError, ValueError),
+                       match=rf"`num_classes` must be .*received {re.escape(repr(value))}"):
+        builder(num_classes=value)

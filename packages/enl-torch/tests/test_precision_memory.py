@@ -13,7 +13,7 @@ from torch_block_cases import ShapeRecorder, to_nchw, to_nhwc
 
 import enl_core
 import enl_torch
-from enl_core.testing import max_relative_error
+from enl_core.testing import assert_close, dtype_name, max_relative_error
 
 SIDE = 256  # N = 65,536
 
@@ -99,3 +99,77 @@ def test_the_same_check_finds_the_affinity_in_nonlocal():
     x = torch.randn(1, 16, SIDE, SIDE, device="meta", requires_grad=True)
     numel, where = _largest_numel(module, x)
     assert numel >= n * n, where
+
+
+# --- the mixed-precision contract ---------------------------------------------------
+# float16 and bfloat16, as a module cast to the dtype or under CPU autocast: the
+# output is finite and within enl_core.testing's tolerance of the float64
+# reference whenever that reference is representable in the dtype.
+
+LOW_PRECISION = [torch.float16, torch.bfloat16]
+BLOCK_KINDS = ["enl", "nl_dot_product", "nl_embedded_gaussian"]
+
+
+def _low_precision_case(kind: str, side: int, input_scale: float, seed: int = 0):
+    """(module, x NHWC, float64 reference). ENL as in the float16 report: the
+    ``out`` kernel scaled by 1e-3 so that a large input still gives an output
+    float16 holds, while y = theta^T (phi g) / N (cubic in x) does not."""
+    params = enl_core.init_params(16, 8, seed=seed)
+    weights = params.as_dict()
+    weights["out.kernel"] = weights["out.kernel"] * 1e-3
+    params = enl_core.BlockParams.from_dict(weights)
+    x = np.random.default_rng(seed).normal(size=(1, side, side, 16)) * input_scale
+    if kind == "enl":
+        module = enl_torch.ENL(16, 8)
+        expected = enl_core.enl_block(x, params)
+    else:
+        mode = kind.removeprefix("nl_")
+        module = enl_torch.NonLocal(16, mode=mode, inter_channels=8)
+        expected = enl_core.nonlocal_block(x, params, mode=mode)
+    module.set_block_weights(params)
+    return module, x, expected
+
+
+def _run_low_precision(module, x: np.ndarray, dtype: torch.dtype, how: str) -> torch.Tensor:
+    with torch.no_grad():
+        if how == "module":
+            return module.to(dtype)(to_nchw(x, dtype))
+        with torch.autocast("cpu", dtype=dtype):
+            return module(to_nchw(x, torch.float32))
+
+
+def _check_contract(kind, dtype, how, side, input_scale):
+    module, x, expected = _low_precision_case(kind, side, input_scale)
+    if np.max(np.abs(expected)) > torch.finfo(dtype).max:
+        pytest.skip("the reference output is not representable in this dtype")
+    z = _run_low_precision(module, x, dtype, how)
+    assert torch.isfinite(z).all(), f"{kind} {dtype} {how}: non-finite output"
+    assert_close(to_nhwc(z), expected, dtype_name(dtype), err_msg=f"{kind} {dtype} {how}")
+
+
+# Input scales: ENL up to x60 (y overflows float16 at x30 unless summed and
+# projected in float32); the NL softmax at x1 (its logits grow with the square
+# of the input and the softmax amplifies the rounding of theta and phi: the
+# contract holds while the logits are O(10)).
+SCALES = {"enl": [1.0, 30.0, 60.0], "nl_dot_product": [1.0, 10.0],
+          "nl_embedded_gaussian": [1.0]}
+
+
+@pytest.mark.parametrize("how", ["module", "autocast"])
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("kind, input_scale",
+                         [(k, s) for k in BLOCK_KINDS for s in SCALES[k]])
+def test_low_precision_contract_moderate_n(kind, input_scale, dtype, how):
+    """N = 1,024 (32 x 32)."""
+    _check_contract(kind, dtype, how, 32, input_scale)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["module", "autocast"])
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("kind, side", [("enl", 256), ("nl_dot_product", 64),
+                                        ("nl_embedded_gaussian", 64)])
+def test_low_precision_contract_large_n(kind, side, dtype, how):
+    """ENL at N = 65,536; NL at N = 4,096 (its float64 reference affinity at
+    65,536 would be 32 GiB)."""
+    _check_contract(kind, dtype, how, side, SCALES[kind][-1])

@@ -4,16 +4,21 @@ project's generated COCO-format dataset (``enl_experiments.dataset``) at 64 x 64
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from enl_core.coco import METRICS, evaluate_with_summary
@@ -529,3 +534,258 @@ def test_two_gloo_processes_equal_one_process_accumulating(data_dir, tmp_path):
     for key, value in single["model"].items():
         if value.is_floating_point() and "running_" not in key:
             assert_close(distributed["model"][key], value, "float32", gradient=True, err_msg=key)
+
+
+# --- faults: corrupt checkpoints, bad boxes, SIGKILL at any point ---------------
+
+def test_a_truncated_or_empty_checkpoint_is_named(overfit_run, tmp_path, capsys):
+    from enl_torch.training.checkpoint import CorruptCheckpointError
+
+    output, args = overfit_run
+    whole = (output / "checkpoints" / "step_0000002.pt").read_bytes()
+    truncated, empty = tmp_path / "truncated.pt", tmp_path / "empty.pt"
+    truncated.write_bytes(whole[:len(whole) // 2])
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError, match=r"truncated\.pt.*truncated or corrupt"):
+        load_checkpoint(str(truncated))
+    with pytest.raises(CorruptCheckpointError, match=r"empty\.pt.*empty \(0 bytes\)"):
+        load_checkpoint(str(empty))
+    assert train.main([*args, "--output-dir", str(tmp_path), "--resume", str(truncated)]) == 2
+    assert f"checkpoint {str(truncated)!r}" in capsys.readouterr().err
+
+
+def test_a_box_without_area_is_named_not_dropped():
+    from enl_torch.training.engine import check_targets
+
+    good = {"boxes": torch.tensor([[0.0, 0.0, 4.0, 5.0]]), "image_id": torch.tensor(7)}
+    check_targets([good], step=3)
+    # A box beyond the image's right edge, clamped to x0 = x1 = 64.
+    outside = {"boxes": torch.tensor([[1.0, 1.0, 3.0, 3.0], [64.0, 2.0, 64.0, 9.0]]),
+               "image_id": torch.tensor(12)}
+    with pytest.raises(ValueError, match=r"image_id 12 at step 3 has 1 box.*box 1: "
+                                         r"\[64\.0, 2\.0, 64\.0, 9\.0\]"):
+        check_targets([good, outside], step=3)
+    inverted = {"boxes": torch.tensor([[5.0, 5.0, 2.0, 9.0]]), "image_id": torch.tensor(4)}
+    with pytest.raises(ValueError, match="image_id 4"):
+        check_targets([inverted], step=0)
+
+
+FAULT_WORKER = os.path.join(os.path.dirname(__file__), "train_fault_worker.py")
+# The smallest detector the CLI builds: Faster R-CNN, ResNet-18, a 16-wide FPN with
+# its three ENL blocks, one thread (CPU kernels then sum in one fixed order).
+FAULT_FLAGS = ["--model", "fasterrcnn_enl_resnet_fpn", "--backbone", "resnet18",
+               "--fpn-channels", "16", "--batch-size", "1", "--checkpoint-every", "1",
+               "--no-eval", "--threads", "1", "--seed", "5", "--hflip-prob", "0.5", *FAST]
+
+
+def _worker(spec: str, arguments: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, FAULT_WORKER, spec, "--", *arguments],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _done_steps(output) -> int:
+    names = [p.name for p in (output / "checkpoints").glob("step_*.pt")] if (
+        output / "checkpoints").is_dir() else []
+    return max((int(name[5:12]) for name in names), default=0)
+
+
+def _kill_and_resume(data_dir, output, steps: int, kills: list[str]) -> list[str]:
+    """Runs ``--resume latest`` until done, SIGKILLed at each of ``kills`` in turn
+    (``KIND:N[:FRACTION]``, N counted from the run's start); returns the kills
+    as they happened (``KIND@step``)."""
+    arguments = ["--data-dir", str(data_dir), "--output-dir", str(output), "--steps",
+                 str(steps), "--resume", "latest", *FAULT_FLAGS]
+    happened = []
+    for spec in [*kills, "none"]:
+        before = _done_steps(output)
+        completed = _worker(spec, arguments)
+        if spec == "none":
+            assert completed.returncode == 0, completed.stderr[-4000:]
+            break
+        assert completed.returncode == -signal.SIGKILL, (spec, completed.stderr[-4000:])
+        happened.append(f"{spec}@{before}")
+        if spec.startswith("save:"):
+            partial = list((output / "checkpoints").glob("*.tmp"))
+            assert len(partial) == 1 and partial[0].stat().st_size > 0, partial
+            assert _done_steps(output) == before + int(spec.split(":")[1]) - 1
+    return happened
+
+
+def _random_kills(rng: np.random.Generator, count: int, steps: int) -> list[str]:
+    """``count`` kill points, each reachable from where the previous one left the
+    run; the first is during a checkpoint write."""
+    kinds = ["step", "update", "save", "saved"]
+    kills, done = [], 0
+    for index in range(count):
+        left = steps - done  # steps the next run has to do (>= 1)
+        kind = "save" if index == 0 else str(rng.choice(kinds))
+        if kind == "saved" and left < 2:
+            kind = "update"  # dying after the last save would leave nothing to resume
+        # The N-th step / save of a run resumed at `done` (rng.integers: high exclusive).
+        number = int(rng.integers(1, left if kind == "saved" else left + 1))
+        if kind == "save":
+            kills.append(f"save:{number}:{rng.uniform(0.05, 0.95):.2f}")
+        else:
+            kills.append(f"{kind}:{number}")
+        done += number if kind == "saved" else number - 1
+    return kills
+
+
+def _assert_same_training_state(output, reference, steps: int) -> None:
+    name = f"step_{steps:07d}.pt"
+    mine = load_checkpoint(str(output / "checkpoints" / name))
+    theirs = load_checkpoint(str(reference / "checkpoints" / name))
+    assert mine["step"] == theirs["step"] == steps
+    assert mine["model"].keys() == theirs["model"].keys()
+    for key, value in theirs["model"].items():
+        assert torch.equal(mine["model"][key], value), key
+    for index, state in theirs["optimizer"]["state"].items():
+        assert torch.equal(mine["optimizer"]["state"][index]["momentum_buffer"],
+                           state["momentum_buffer"]), index
+    assert mine["lr_scheduler"] == theirs["lr_scheduler"]
+    # torch's generator only: nothing seeds Python's or NumPy's, each process
+    # starts them from the OS (and training draws from neither).
+    assert mine["rng"][0]["torch"] == theirs["rng"][0]["torch"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_fault_run(data_dir, tmp_path_factory):
+    """The reference: the fault runs' command, never killed (4 steps)."""
+    output = tmp_path_factory.mktemp("uninterrupted")
+    completed = _worker("none", ["--data-dir", str(data_dir), "--output-dir", str(output),
+                                 "--steps", "4", *FAULT_FLAGS])
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return output
+
+
+def test_sigkill_while_saving_and_mid_update_then_resume_is_bit_exact(
+        data_dir, uninterrupted_fault_run, tmp_path):
+    """Killed halfway through writing checkpoint 2 (a partial temporary file on
+    disk), then inside the optimizer update of the next step: ``--resume latest``
+    ends with the uninterrupted run's weights, bit for bit."""
+    happened = _kill_and_resume(data_dir, tmp_path, 4, ["save:2:0.5", "update:2"])
+    assert happened == ["save:2:0.5@0", "update:2@1"]
+    _assert_same_training_state(tmp_path, uninterrupted_fault_run, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_random_points_then_resume_is_bit_exact(data_dir, uninterrupted_fault_run,
+                                                           tmp_path, seed):
+    """Five seeded kill points (the first while a checkpoint is being written; then
+    any of: as a step begins, inside the update, while saving, just after saving)."""
+    kills = _random_kills(np.random.default_rng(seed), 5, 4)
+    happened = _kill_and_resume(data_dir, tmp_path, 4, kills)
+    assert len(happened) == 5 and happened[0].startswith("save:"), happened
+    _assert_same_training_state(tmp_path, uninterrupted_fault_run, 4)
+
+
+def test_resume_latest_skips_corrupt_newer_checkpoints(data_dir, uninterrupted_fault_run,
+                                                        tmp_path):
+    """step_4 empty and step_3 truncated: ``latest`` warns about each, resumes
+    from step_2 and ends with the uninterrupted run's weights."""
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    source = uninterrupted_fault_run / "checkpoints"
+    shutil.copy(source / "step_0000002.pt", checkpoints)
+    whole = (source / "step_0000003.pt").read_bytes()
+    (checkpoints / "step_0000003.pt").write_bytes(whole[:len(whole) - 100])
+    (checkpoints / "step_0000004.pt").write_bytes(b"")
+    arguments = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--steps", "4",
+                 "--resume", "latest", *FAULT_FLAGS]
+    threads = torch.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="skipping unreadable") as warned:
+            assert train.main(arguments) == 0
+    finally:
+        torch.set_num_threads(threads)
+    skipped = [str(w.message) for w in warned if "skipping unreadable" in str(w.message)]
+    assert len(skipped) == 2, skipped
+    assert "step_0000004.pt" in skipped[0] and "empty" in skipped[0]
+    assert "step_0000003.pt" in skipped[1] and "truncated or corrupt" in skipped[1]
+    assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [3, 4]
+    _assert_same_training_state(tmp_path, uninterrupted_fault_run, 4)
+
+
+# --- the train CLI's flags, bad values generated -----------------------------------
+
+def _cli_error(argv: list[str]) -> str:
+    """``train.main``'s exit status must be 2; returns what it printed to stderr."""
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        try:
+            status = train.main(argv)
+        except SystemExit as exit_:  # argparse's own refusals
+            status = exit_.code
+    assert status == 2, stream.getvalue()
+    return stream.getvalue()
+
+
+POSITIVE_FLAGS = ["--steps", "--batch-size", "--grad-accumulation", "--min-size", "--max-size",
+                  "--eval-batch-size", "--log-every", "--fpn-channels", "--threads"]
+NON_NEGATIVE_FLAGS = ["--checkpoint-every", "--eval-every", "--warmup-steps", "--workers"]
+FLOAT_FLAGS = {"--lr": ">", "--momentum": ">=", "--weight-decay": ">=", "--gamma": ">",
+               "--warmup-factor": ">", "--hflip-prob": ">=", "--clip-grad-norm": ">"}
+
+
+@given(flag=st.sampled_from(POSITIVE_FLAGS), value=st.integers(-10**6, 0))
+def test_generated_non_positive_int_flags(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    assert f"`{flag}` must be >= 1, received {value}" in _cli_error([*base, f"{flag}={value}"])
+
+
+@given(flag=st.sampled_from(NON_NEGATIVE_FLAGS), value=st.integers(-10**6, -1))
+def test_generated_negative_int_flags(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    assert f"`{flag}` must be >= 0, received {value}" in _cli_error([*base, f"{flag}={value}"])
+
+
+@given(flag=st.sampled_from(sorted(FLOAT_FLAGS)), value=st.one_of(
+    st.floats(max_value=0.0, exclude_max=False), st.just(float("nan")), st.just(float("inf"))))
+def test_generated_bad_float_flags(tmp_path_factory, flag, value):
+    if FLOAT_FLAGS[flag] == ">=" and value == 0.0:
+        return  # 0 is allowed there
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    message = _cli_error([*base, f"{flag}={value}"])
+    assert f"`{flag}` must be a finite number" in message and str(value) in message, message
+
+
+@given(value=st.floats(1.0, 1e6, exclude_min=True))
+def test_generated_hflip_prob_above_one(tmp_path_factory, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    message = _cli_error([*base, f"--hflip-prob={value}"])
+    assert f"`--hflip-prob` must be in [0, 1], received {value}" in message
+
+
+@given(flag=st.sampled_from(POSITIVE_FLAGS + ["--lr", "--seed"]),
+       value=st.text(alphabet="abcxyz.,#", min_size=1, max_size=4))
+def test_generated_unparsable_values_are_refused_by_argparse(tmp_path_factory, flag, value):
+    base = ["--data-dir", str(tmp_path_factory.getbasetemp()), "--output-dir",
+            str(tmp_path_factory.getbasetemp())]
+    try:
+        float(value)
+        return  # "." or the like may parse as a number for --lr
+    except ValueError:
+        pass
+    message = _cli_error([*base, f"{flag}={value}"])
+    assert f"argument {flag}" in message and repr(value) in message, message
+
+
+@given(key=st.one_of(st.sampled_from(["foo", "box_detections_per_imgs", "anchor_sizes",
+                                      "min_size"]),
+                     st.from_regex(r"[a-z]{3,10}_[a-z]{3,10}", fullmatch=True)),
+       value=st.integers(0, 99))
+def test_generated_unknown_model_kwargs_are_refused(data_dir, key, value):
+    """``--model-kwarg`` keys torchvision would swallow, and those with their own flag."""
+    if key in train.builder_kwarg_names("maskrcnn_enl_resnet_fpn") and key not in {
+            "anchor_sizes", "min_size"}:
+        return  # a real argument of the builder
+    message = _cli_error(["--data-dir", str(data_dir), "--output-dir", str(data_dir / "none"),
+                          "--model-kwarg", f"{key}={value}", "--no-eval"])
+    assert f"`--model-kwarg` ['{key}'] (received {{'{key}': {value}}})" in message, message
+    assert "box_detections_per_img" in message  # the valid keys are listed

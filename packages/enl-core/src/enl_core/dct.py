@@ -8,6 +8,8 @@ columns scaled by d, and ``L = E-hat E-hat^T``.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import scipy.fft
 
@@ -186,12 +188,23 @@ def position_filter(height: int, width: int, position, dct_size=DEFAULT_DCT_SIZE
     return apply_position_separable(impulse, dct_size, dct_weights)[:, :, 0]
 
 
+def _position_int(position, value) -> int:
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        return operator.index(value)  # ints, numpy and torch integer scalars
+    except TypeError:
+        raise ValueError(f"`position` must be a flat index or a pair (row, col) of integers, "
+                        f"received {position!r}") from None
+
+
 def position_index(position, height: int, width: int) -> tuple[int, int]:
     """(p, q) for a flat index or a pair, checked against the grid."""
+    # int() would truncate (1.5, 2) to (1, 2): only integers are positions.
     if isinstance(position, (tuple, list)) and len(position) == 2:
-        row, col = (int(v) for v in position)
-    elif np.ndim(position) == 0 and not isinstance(position, bool):
-        flat = int(position)
+        row, col = (_position_int(position, v) for v in position)
+    elif np.ndim(position) == 0:
+        flat = _position_int(position, position)
         if not 0 <= flat < height * width:
             raise ValueError(f"`position` must be in [0, {height * width}) for a "
                              f"{height}x{width} grid, received {position!r}")

@@ -72,6 +72,8 @@ def normalize_dct_weights(dct_weights, dct_size) -> np.ndarray:
     k_h, k_w = normalize_dct_size(dct_size)
     if dct_weights is None:
         return np.ones((k_h, k_w), dtype=np.float64)
+    if np.iscomplexobj(dct_weights):  # float64 would drop the imaginary part
+        raise TypeError(f"`dct_weights` must be real, received complex values {dct_weights!r}")
     try:
         weights = np.asarray(dct_weights, dtype=np.float64)
     except (TypeError, ValueError) as error:

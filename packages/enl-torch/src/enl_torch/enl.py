@@ -26,9 +26,10 @@ class ENL(BlockProjections):
         inter_channels: C' of theta, phi, g; default ``max(C // 2, 1)``.
         position_encoding: add the DCT position term (eq. 9).
         dct_size: (kH, kW) low frequencies kept, or one int; the paper uses 9 x 9.
-        dct_weights: d of eq. 10: None (ones, the paper's choice), an array of
-            shape ``dct_size`` (a fixed buffer), or ``"learnable"`` (an
-            ``nn.Parameter`` initialised to ones).
+        dct_weights: d of eq. 10: None (ones, the paper's choice), a real array
+            or tensor of shape ``dct_size`` (a fixed buffer: a tensor's values are
+            copied and detached, gradients do not reach it), or ``"learnable"``
+            (an ``nn.Parameter`` initialised to ones).
         zero_init: zero ``out`` so that a new block is the identity.
         use_bias: biases on the four 1x1 projections.
 
@@ -62,6 +63,10 @@ class ENL(BlockProjections):
         elif dct_weights is None:
             self.register_buffer("dct_weights", None)
         else:
+            if isinstance(dct_weights, torch.Tensor):
+                # A fixed d: its values are copied, not its autograd graph.
+                dct_weights = (to_numpy(dct_weights) if not dct_weights.is_complex()
+                               else dct_weights.detach().cpu().numpy())
             weights = normalize_dct_weights(dct_weights, self.dct_size)
             self.register_buffer("dct_weights", torch.tensor(weights, dtype=torch.float32))
         if dct_weights is not None and not self.position_encoding:
@@ -79,9 +84,11 @@ class ENL(BlockProjections):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         functional.check_input(x, self.in_channels, "ENL")
+        dct_size, dct_weights = functional.clamp_dct(self.dct_size, self.dct_weights, x.shape[2],
+                                                     x.shape[3])
         weight, bias = self._fused_projection()
         return functional.enl(x, weight, bias, self._out_projection(), self.out.bias,
-                              self.position_encoding, self.dct_size, self.dct_weights)
+                              self.position_encoding, dct_size, dct_weights)
 
     def attention_map(self, x: torch.Tensor, position) -> torch.Tensor:
         """Row ``i`` of the effective affinity ``F + L`` as (B, H, W) maps (paper Fig. 1).
@@ -105,8 +112,10 @@ class ENL(BlockProjections):
         index = row * width + col
         affinity = torch.einsum("bc,bcn->bn", theta[:, :, index], phi) / (height * width)
         if self.position_encoding:
+            dct_size, dct_weights = functional.clamp_dct(self.dct_size, self.dct_weights,
+                                                         height, width)
             affinity = affinity + functional.position_row(
-                height, width, row, col, self.dct_size, self.dct_weights, affinity.dtype,
+                height, width, row, col, dct_size, dct_weights, affinity.dtype,
                 affinity.device).reshape(1, -1)
         return affinity.reshape(batch, height, width)
 

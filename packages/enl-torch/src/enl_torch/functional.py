@@ -66,6 +66,30 @@ def dct_basis(size: int, frequencies: int, dtype: torch.dtype,
     return torch.cos(angle) * torch.sqrt(norm) * kept  # n, k
 
 
+def clamp_dct(dct_size: tuple[int, int], dct_weights: torch.Tensor | None, height: int,
+              width: int) -> tuple[tuple[int, int], torch.Tensor | None]:
+    """``dct_size`` clamped to the grid and d cropped to match, before any basis
+    is built, so that the work never grows with frequencies the grid cannot hold.
+
+    The rule is ``enl_core.validation.clamp_dct_size`` (``(min(kH, H), min(kW, W))``),
+    written here with ``min`` so that TorchScript runs it and ``torch.compile``
+    traces it as a symbolic ``Min`` (one graph for every grid). Under
+    ``torch.jit.trace`` (the ONNX exporter) a ``min`` would freeze the grid of
+    the example input into the graph, so the size is left as it is there: the
+    bases then zero the frequencies a smaller grid lacks (same result).
+    """
+    if torch.jit.is_tracing():
+        return dct_size, dct_weights
+    size = (min(dct_size[0], height), min(dct_size[1], width))
+    if dct_weights is not None:
+        # A gather, not a slice: a fresh contiguous (kH', kW') tensor, so that
+        # torch.compile needs no guard on whether the crop kept whole rows.
+        rows = torch.arange(size[0], device=dct_weights.device).unsqueeze(1)  # kH', 1
+        cols = torch.arange(size[1], device=dct_weights.device).unsqueeze(0)  # 1, kW'
+        dct_weights = torch.take(dct_weights, rows * dct_weights.shape[1] + cols)
+    return size, dct_weights
+
+
 def _bases(height: int, width: int, dct_size: tuple[int, int], dtype: torch.dtype,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (dct_basis(height, dct_size[0], dtype, device),  # H, kH
@@ -379,6 +403,25 @@ def _fused_enl(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                            position_encoding, dct_size)
 
 
+def _out_float32(device: str, y: torch.Tensor, out_weight: torch.Tensor,
+                 out_bias: torch.Tensor | None, flat: torch.Tensor) -> torch.Tensor:
+    """``out(y) + x`` in float32, cast back to ``flat``'s dtype: y grows with the
+    cube of the input (theta^T (phi g)) and overflows float16 well before the
+    block's output does."""
+    if device != "":
+        return _project_without_autocast(device, y, out_weight, out_bias, flat)
+    bias = None if out_bias is None else out_bias.float()
+    return (project(y.float(), out_weight.float(), bias) + flat.float()).to(flat.dtype)
+
+
+@torch.jit.unused
+def _project_without_autocast(device: str, y: torch.Tensor, out_weight: torch.Tensor,
+                              out_bias: torch.Tensor | None,
+                              flat: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(device_type=device, enabled=False):
+        return _out_float32("", y, out_weight, out_bias, flat)
+
+
 def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         out_weight: torch.Tensor, out_bias: torch.Tensor | None,
         position_encoding: bool = True, dct_size: tuple[int, int] = DEFAULT_DCT_SIZE,
@@ -419,8 +462,7 @@ def enl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         else:  # a half-precision module: the same float32 sums, no autocast to turn off
             y = _mix(theta.float(), phi.float(), g.float(), height, width, position_encoding,
                      dct_size, dct_weights)
-        out = project(y.to(projected.dtype), out_weight, out_bias)
-        return (out + flat).reshape(x.shape)
+        return _out_float32(device, y, out_weight, out_bias, flat).reshape(x.shape)
     y = _mix(theta, phi, g, height, width, position_encoding, dct_size, dct_weights)
     z = torch.baddbmm(flat, out_weight.expand(batch, -1, -1), y)  # B, C, N (residual fused)
     if out_bias is not None:
@@ -472,11 +514,45 @@ def nonlocal_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     batch, channels, height, width = x.shape
     inter = out_weight.shape[1]
     flat = x.reshape(batch, channels, height * width)  # B, C, N
-    theta, phi, g = project(flat, weight, bias).split(inter, dim=1)  # B, C', N each
+    projected = project(flat, weight, bias)  # B, 3C', N
+    theta, phi, g = projected.split(inter, dim=1)  # B, C', N each
+    device = _autocast_device(x)
+    if device != "" or projected.dtype in (torch.float16, torch.bfloat16):
+        # Softmax logits formed in bfloat16 lose the block (31% error at input
+        # std 10), and the sums over N' overflow float16: float32 from here on,
+        # at twice the memory of a half-precision affinity.
+        if device != "":
+            y = _nonlocal_mix_without_autocast(device, theta, phi, g, mode, scale, sub_sample,
+                                               height, width, position_encoding, dct_size,
+                                               dct_weights)
+        else:
+            y = _nonlocal_mix(theta.float(), phi.float(), g.float(), mode, scale, sub_sample,
+                              height, width, position_encoding, dct_size, dct_weights)
+        return _out_float32(device, y, out_weight, out_bias, flat).reshape(x.shape)
+    y = _nonlocal_mix(theta, phi, g, mode, scale, sub_sample, height, width, position_encoding,
+                      dct_size, dct_weights)
+    return (project(y, out_weight, out_bias) + flat).reshape(x.shape)
+
+
+def _nonlocal_mix(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, mode: str,
+                  scale: bool, sub_sample: bool, height: int, width: int,
+                  position_encoding: bool, dct_size: tuple[int, int],
+                  dct_weights: torch.Tensor | None) -> torch.Tensor:
+    """``y = g A^T`` with the explicit (B, N, N') affinity A (eq. 1-3): (B, C', N)."""
     if sub_sample:
         phi = max_pool(phi, height, width)  # B, C', N'
         g = max_pool(g, height, width)  # B, C', N'
     affinity = nonlocal_affinity(theta, phi, mode, scale, height, width, position_encoding,
                                  dct_size, dct_weights)  # B, N, N'
-    y = torch.bmm(g, affinity.transpose(1, 2))  # B, C', N
-    return (project(y, out_weight, out_bias) + flat).reshape(x.shape)
+    return torch.bmm(g, affinity.transpose(1, 2))  # B, C', N
+
+
+@torch.jit.unused
+def _nonlocal_mix_without_autocast(device: str, theta: torch.Tensor, phi: torch.Tensor,
+                                   g: torch.Tensor, mode: str, scale: bool, sub_sample: bool,
+                                   height: int, width: int, position_encoding: bool,
+                                   dct_size: tuple[int, int],
+                                   dct_weights: torch.Tensor | None) -> torch.Tensor:
+    with torch.autocast(device_type=device, enabled=False):
+        return _nonlocal_mix(theta.float(), phi.float(), g.float(), mode, scale, sub_sample,
+                             height, width, position_encoding, dct_size, dct_weights)

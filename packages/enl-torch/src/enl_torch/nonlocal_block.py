@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from enl_core import cost as core_cost
 from enl_core import dct as core_dct
 from enl_core.blocks import NL_MODES
 from enl_core.validation import DEFAULT_DCT_SIZE, normalize_dct_size
@@ -70,12 +71,44 @@ class NonLocal(BlockProjections):
             raise ValueError(f"`sub_sample` needs H, W >= 2, received shape {list(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
+        """(B, C, H, W) -> (B, C, H, W).
+
+        Raises:
+            torch.OutOfMemoryError / RuntimeError: the (B, N, N') affinity cannot
+                be allocated; the message names it and its predicted bytes.
+        """
         self._check_grid(x)
+        if torch.jit.is_scripting():
+            return self._block(x)
+        return self._block_naming_the_affinity(x)
+
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
+        dct_size, _ = functional.clamp_dct(self.dct_size, None, x.shape[2], x.shape[3])
         weight, bias = self._fused_projection()
         return functional.nonlocal_block(x, weight, bias, self._out_projection(), self.out.bias,
                                          self.mode, self.scale, self.sub_sample,
-                                         self.position_encoding, self.dct_size, None)
+                                         self.position_encoding, dct_size, None)
+
+    @torch.jit.unused
+    def _block_naming_the_affinity(self, x: torch.Tensor) -> torch.Tensor:
+        # The allocator's own message names neither this block nor the N x N'
+        # tensor it could not hold (TorchScript has no try: it gets _block).
+        try:
+            return self._block(x)
+        except RuntimeError as error:  # torch.OutOfMemoryError is one too
+            if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
+                raise
+            batch, _, height, width = x.shape
+            cost = core_cost.block_cost(height, width, self.in_channels, self.inter_channels,
+                                        kind=f"nl_{self.mode}", sub_sample=self.sub_sample)
+            keys = cost.affinity_floats // (height * width)
+            predicted = batch * cost.affinity_floats * x.element_size()
+            raise type(error)(
+                f"NonLocal cannot allocate its (B, N, N') = ({batch}, {height * width}, "
+                f"{keys}) affinity for a {height}x{width} grid: {predicted} bytes "
+                f"({predicted / 2**30:.1f} GiB) of {x.dtype} predicted by enl_core.cost; use "
+                f"ENL (no N x N matrix), sub_sample=True or a smaller input. The allocator "
+                f"said: {error}") from error
 
     def attention_map(self, x: torch.Tensor, position) -> torch.Tensor:
         """Row ``i`` of this block's affinity as (B, H', W') maps (paper Fig. 1).
@@ -104,8 +137,9 @@ class NonLocal(BlockProjections):
             return torch.softmax(logits, dim=-1).reshape(batch, *grid)
         affinity = logits / phi.shape[2]
         if self.position_encoding:
+            dct_size, _ = functional.clamp_dct(self.dct_size, None, height, width)
             affinity = affinity + functional.position_row(
-                height, width, row, col, self.dct_size, None, affinity.dtype,
+                height, width, row, col, dct_size, None, affinity.dtype,
                 affinity.device).reshape(1, -1)
         return affinity.reshape(batch, *grid)
 

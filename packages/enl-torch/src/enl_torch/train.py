@@ -15,7 +15,11 @@ Several processes (DDP; gloo on CPU, nccl on GPU)::
     torchrun --standalone --nproc-per-node 2 -m enl_torch.train ...same arguments...
 
 Resume exactly where a run stopped: the same command with ``--resume latest``
-(or a checkpoint path). Evaluate only: ``--eval-only --weights FILE``.
+(or a checkpoint path). Checkpoints are written atomically, so a run killed at
+any point (even while saving) resumes with ``latest`` to the weights the
+uninterrupted run reaches, bit for bit; an unreadable checkpoint is named, and
+``latest`` skips it with a warning for the newest readable one. Evaluate only:
+``--eval-only --weights FILE``.
 
 The data folder is ``annotations/instances_<split>.json`` plus an images
 folder per split (``<split>/``, ``images/<split>/`` or ``<split>2017/``);
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import sys
 import time
@@ -44,7 +49,7 @@ from torchvision.ops import misc as misc_nn_ops
 from enl_core.fpn import BLOCK_NORMS
 from enl_torch.data.coco import CocoDetection, find_split
 from enl_torch.detection.backbones import BACKBONES, FPN_OUT_CHANNELS
-from enl_torch.detection.builders import MODEL_BUILDERS, VARIANTS
+from enl_torch.detection.builders import MODEL_BUILDERS, VARIANTS, builder_kwarg_names
 from enl_torch.training import checkpoint as ckpt
 from enl_torch.training.distributed import (
     DistributedContext,
@@ -178,6 +183,21 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 0, received "
                              f"{getattr(args, name)}")
+    # (name, smallest value, whether it is allowed): NaN fails every comparison.
+    for name, low, low_ok in (("lr", 0.0, False), ("momentum", 0.0, True),
+                              ("weight_decay", 0.0, True), ("gamma", 0.0, False),
+                              ("warmup_factor", 0.0, False), ("hflip_prob", 0.0, True),
+                              ("clip_grad_norm", 0.0, False)):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not (value >= low if low_ok else value > low) or not math.isfinite(value):
+            raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number "
+                             f"{'>=' if low_ok else '>'} {low}, received {value}")
+    if args.hflip_prob > 1.0:
+        raise ValueError(f"`--hflip-prob` must be in [0, 1], received {args.hflip_prob}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"`--threads` must be >= 1, received {args.threads}")
     if args.eval_only and args.resume is None and args.weights is None:
         raise ValueError("`--eval-only` needs `--weights` (or `--resume`)")
 
@@ -202,14 +222,22 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
             raise ValueError(f"`--mask-head-channels` needs a Mask R-CNN `--model`, received "
                              f"{args.model!r}")
         sized["mask_head_channels"] = tuple(args.mask_head_channels)
-    return builder(backbone_name=args.backbone, variant=args.variant, num_classes=num_classes,
-                   weights=args.weights, weights_backbone=args.weights_backbone,
-                   trainable_backbone_layers=args.trainable_backbone_layers,
-                   block_levels=tuple(args.block_levels), block_input_norm=args.block_input_norm,
-                   block_norm=args.block_norm, fpn_channels=args.fpn_channels,
-                   norm_layer=NORM_LAYERS[args.norm],
-                   min_size=args.min_size, max_size=args.max_size, **sized,
-                   **dict(args.model_kwarg))
+    explicit = dict(backbone_name=args.backbone, variant=args.variant, num_classes=num_classes,
+                    weights=args.weights, weights_backbone=args.weights_backbone,
+                    trainable_backbone_layers=args.trainable_backbone_layers,
+                    block_levels=tuple(args.block_levels),
+                    block_input_norm=args.block_input_norm, block_norm=args.block_norm,
+                    fpn_channels=args.fpn_channels, norm_layer=NORM_LAYERS[args.norm],
+                    min_size=args.min_size, max_size=args.max_size, **sized)
+    extra = dict(args.model_kwarg)
+    valid = builder_kwarg_names(args.model) - set(explicit)
+    unknown = sorted(set(extra) - valid)
+    if unknown:
+        raise ValueError(f"`--model-kwarg` {unknown} (received "
+                         f"{({k: extra[k] for k in unknown})!r}) is not an argument of "
+                         f"{args.model} left to --model-kwarg (those with their own flag are "
+                         f"set there); the valid keys are {sorted(valid)}")
+    return builder(**explicit, **extra)
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,13 +246,18 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def _resume_path(args: argparse.Namespace) -> str | None:
+def _resume(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The checkpoint ``--resume`` names; ``latest``: the newest readable one in
+    ``--output-dir`` (each unreadable newer one skipped with a warning), or None
+    (nothing to resume: start fresh)."""
     if args.resume is None:
         return None
     if args.resume == "latest":
-        path = ckpt.latest_checkpoint(os.path.join(args.output_dir, "checkpoints"))
-        return path  # None: nothing to resume, start fresh
-    return args.resume
+        found = ckpt.load_latest_checkpoint(os.path.join(args.output_dir, "checkpoints"))
+        if found is None:
+            return None
+        return found[1]
+    return ckpt.load_checkpoint(args.resume)
 
 
 def _check_resumable(saved: dict[str, Any], args: argparse.Namespace, world_size: int) -> None:
@@ -301,8 +334,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict[str, Any
     # Contiguous labels 1..K of the annotations' categories, plus background.
     num_classes = (train_set if train_set is not None else val_set).num_classes
     model = build_model(args, num_classes).to(context.device)
-    resume = _resume_path(args)
-    saved = ckpt.load_checkpoint(resume) if resume else None
+    saved = _resume(args)
     if saved is not None:
         _check_resumable(saved["config"], args, context.world_size)
         model.load_state_dict(saved["model"])

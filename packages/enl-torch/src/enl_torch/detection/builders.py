@@ -36,14 +36,17 @@ The main job sets them all to mirror Model Garden's
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import misc as misc_nn_ops
 
 from enl_core import variants as core_variants
+from enl_core.validation import bounded_int
 from enl_torch.detection import heads
 from enl_torch.detection.backbones import (
     BACKBONES,
@@ -79,6 +82,33 @@ def _variant(variant: str) -> dict[str, Any]:
     return VARIANTS[name]
 
 
+def _named_parameters(function) -> set[str]:
+    return {name for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+
+
+def detector_kwarg_names(model_cls) -> set[str]:
+    """The keyword arguments ``model_cls`` (``FasterRCNN`` / ``MaskRCNN``) really
+    uses beyond ``backbone`` and ``num_classes``: its own and those of the
+    ``GeneralizedRCNNTransform`` its ``**kwargs`` go to."""
+    # ``_skip_resize`` is the one key the transform reads from its own **kwargs.
+    return ((_named_parameters(model_cls.__init__)
+             | _named_parameters(GeneralizedRCNNTransform.__init__) | {"_skip_resize"})
+            - {"self", "backbone", "num_classes"})
+
+
+def _check_detector_kwargs(model_cls, kwargs: Mapping[str, Any]) -> None:
+    """Refuses what ``model_cls`` would swallow: torchvision hands unknown keyword
+    arguments on to ``GeneralizedRCNNTransform``, which ignores them, so a typo
+    (``box_detections_per_imgs``) would silently train with the default."""
+    valid = detector_kwarg_names(model_cls)
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise TypeError(f"unknown keyword argument(s) {unknown} for {model_cls.__name__} "
+                        f"(received {({k: kwargs[k] for k in unknown})!r}); the valid ones "
+                        f"are {sorted(valid)}")
+
+
 def _trainable_layers(value: int | None, pretrained: bool) -> int:
     if value is None:
         return 3 if pretrained else 5  # torchvision's defaults
@@ -100,6 +130,10 @@ def _build(model_cls, *, backbone_name: str, variant: str, weights: WeightsLike,
     if backbone_name not in BACKBONES:
         raise ValueError(f"`backbone_name` must be one of {sorted(BACKBONES)}, "
                          f"received {backbone_name!r}")
+    if num_classes is not None:
+        # Classes including background: a detector needs at least one object class.
+        num_classes = bounded_int("num_classes", num_classes, minimum=2)
+    _check_detector_kwargs(model_cls, kwargs)
     spec = _variant(variant)
     state = load_state_dict_file(weights, "weights")
     backbone_state = None if state is not None else load_state_dict_file(
@@ -244,7 +278,10 @@ def fasterrcnn_enl_resnet_fpn(
         A ``torchvision.models.detection.FasterRCNN``.
 
     Raises:
-        ValueError / TypeError / FileNotFoundError: naming the bad argument.
+        ValueError / TypeError / FileNotFoundError: naming the bad argument
+            (``num_classes`` must be an int >= 2, background included; a keyword
+            argument that ``FasterRCNN`` and its transform do not take is
+            refused with the list of the valid ones).
 
     Example::
 
@@ -321,3 +358,11 @@ MODEL_BUILDERS = {
     "fasterrcnn_enl_resnet_fpn": fasterrcnn_enl_resnet_fpn,
     "maskrcnn_enl_resnet_fpn": maskrcnn_enl_resnet_fpn,
 }
+MODEL_CLASSES = {"fasterrcnn_enl_resnet_fpn": FasterRCNN, "maskrcnn_enl_resnet_fpn": MaskRCNN}
+
+
+def builder_kwarg_names(name: str) -> set[str]:
+    """Every keyword argument ``MODEL_BUILDERS[name]`` takes: its own and the
+    detector's (:func:`detector_kwarg_names`)."""
+    own = _named_parameters(MODEL_BUILDERS[name])
+    return own | detector_kwarg_names(MODEL_CLASSES[name])

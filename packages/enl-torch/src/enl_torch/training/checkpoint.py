@@ -14,21 +14,34 @@ key                value
 ``config``         the training arguments (plain values)
 =================  ==================================================
 
-Files are written to a temporary name and renamed, so a run killed while
-saving leaves the previous checkpoint intact.
+Files are written to a temporary name, flushed to disk and renamed
+(``os.replace``), so a run killed while saving leaves the previous checkpoints
+intact and never a partial ``step_*.pt``. A file that cannot be read anyway
+(truncated or emptied by a full disk or a copy, say) is reported by name:
+:func:`load_checkpoint` raises :class:`CorruptCheckpointError`, and
+:func:`load_latest_checkpoint` (``--resume latest``) warns about each such
+file and falls back to the newest readable one.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
+import warnings
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+REQUIRED_KEYS = ("model", "optimizer", "lr_scheduler", "step", "rng", "config")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (truncated, empty, not ours)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,13 +82,38 @@ def checkpoint_path(directory: str, step: int) -> str:
     return os.path.join(directory, f"step_{step:07d}.pt")
 
 
-def latest_checkpoint(directory: str) -> str | None:
-    """The checkpoint with the highest step in ``directory``, or None."""
+def checkpoint_files(directory: str) -> list[str]:
+    """The ``step_*.pt`` files of ``directory``, highest step first."""
     if not os.path.isdir(directory):
-        return None
+        return []
     found = [(int(m.group(1)), name) for name in os.listdir(directory)
              if (m := CHECKPOINT_PATTERN.match(name))]
-    return os.path.join(directory, max(found)[1]) if found else None
+    return [os.path.join(directory, name) for _, name in sorted(found, reverse=True)]
+
+
+def load_latest_checkpoint(directory: str) -> tuple[str, dict[str, Any]] | None:
+    """``(path, checkpoint)`` of the newest readable checkpoint in ``directory``.
+
+    Each newer file that cannot be read is skipped with a ``RuntimeWarning``
+    naming it and the reason.
+
+    Returns:
+        None when ``directory`` holds no readable checkpoint.
+    """
+    for path in checkpoint_files(directory):
+        try:
+            return path, load_checkpoint(path)
+        except CorruptCheckpointError as error:
+            warnings.warn(f"skipping unreadable checkpoint {path!r}: {error}", RuntimeWarning,
+                          stacklevel=2)
+    return None
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The path of the newest readable checkpoint in ``directory`` (see
+    :func:`load_latest_checkpoint`), or None."""
+    found = load_latest_checkpoint(directory)
+    return None if found is None else found[0]
 
 
 def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -92,7 +130,10 @@ def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer: torch.optim
         "config": config,
     }
     temporary = f"{path}.tmp"
-    torch.save(payload, temporary)
+    with open(temporary, "wb") as stream:
+        torch.save(payload, stream)
+        stream.flush()
+        os.fsync(stream.fileno())  # the bytes are on disk before the name is
     os.replace(temporary, path)
 
 
@@ -101,13 +142,24 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a training checkpoint.
+        CorruptCheckpointError: (a ``ValueError``) the file is empty, truncated
+            or not a training checkpoint; the message names it.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`resume` checkpoint not found: {path!r}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    required = ("model", "optimizer", "lr_scheduler", "step", "rng", "config")
-    if not isinstance(payload, dict) or any(key not in payload for key in required):
-        raise ValueError(f"`resume` must be a checkpoint of enl_torch.train with keys "
-                         f"{required}, received {path!r}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CorruptCheckpointError(f"checkpoint {path!r} is empty (0 bytes)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    # torch.load's errors for a damaged file: a broken zip (RuntimeError from the
+    # stream reader), a cut pickle (EOFError, UnpicklingError), a bad header.
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError,
+            ValueError) as error:
+        raise CorruptCheckpointError(f"checkpoint {path!r} ({size} bytes) cannot be read, "
+                                     f"it is truncated or corrupt: "
+                                     f"{type(error).__name__}: {error}") from error
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
+        raise CorruptCheckpointError(f"`resume` must be a checkpoint of enl_torch.train with "
+                                     f"keys {REQUIRED_KEYS}, received {path!r}")
     return payload

@@ -86,6 +86,28 @@ class BatchPlan:
         return plan
 
 
+def check_targets(targets: Sequence[dict[str, torch.Tensor]], step: int) -> None:
+    """Raises naming the image and the box when a target box has no area.
+
+    torchvision asserts the same deep in the model (``All bounding boxes should
+    have positive height and width``) without saying which image; a box that
+    lies outside its image becomes such a box when the dataset clamps it.
+
+    Raises:
+        ValueError: naming the step, ``image_id``, the box's index and coordinates.
+    """
+    for target in targets:
+        boxes = target["boxes"]
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            raise ValueError(f"training target of image_id {int(target['image_id'])} at step "
+                             f"{step} has {int(bad.sum())} box(es) without positive width and "
+                             f"height (x0, y0, x1, y1 after clamping to the image), the first "
+                             f"is box {index}: {boxes[index].tolist()}; fix or drop its "
+                             f"annotation")
+
+
 def _to_device(images, targets, device: torch.device):
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -134,11 +156,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         This rank's losses (mean over its micro-batches) and ``"loss"`` their sum.
 
     Raises:
+        ValueError: a target box without area (:func:`check_targets`).
         FloatingPointError: a loss is not finite (naming the step and the losses).
     """
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = defaultdict(float)
     for position, (number, images, targets) in enumerate(micro_batches):
+        check_targets(targets, step)
         images, targets = _to_device(images, targets, device)
         torch.manual_seed(derived_seed(seed, step, number))
         last = position == len(micro_batches) - 1
