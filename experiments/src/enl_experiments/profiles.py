@@ -91,9 +91,13 @@ class Profile:
         learning_rate, warmup_steps: SGD (momentum 0.9) peak rate and linear warm-up
             (cosine decay to 0 after it).
         summary_interval: steps between logged losses.
-        garden_configs: ``(common, baseline, enl)`` YAML files under
+        garden_configs: ``(common, baseline, enl, nlbu)`` YAML files under
             ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
-            ``None`` entries are skipped.
+            ``None`` entries are skipped (``enl_experiments.variants`` maps each
+            variant to its slot).
+        strip_size: (height, width) of the ``strip`` dataset's canvas (its
+            deciding objects sit up to the width away); ``image_size`` is the
+            ``beach`` dataset's square size.
         block_input_norm: the +3ENL TD model's blocks see a normalised
             input (``x + ENL(n) - n``, ``n = norm(x)``); mirrors ``block_input_norm`` of the
             ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
@@ -135,7 +139,8 @@ class Profile:
     warmup_steps: int
     summary_interval: int
     garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
-                             "configs/beach_enl.yaml")
+                             "configs/beach_enl.yaml", "configs/beach_nlbu.yaml")
+    strip_size: tuple = (64, 512)
     block_input_norm: bool = True
     block_norm: str = "layer"
     torch_backbone: str = "resnet18"
@@ -162,7 +167,8 @@ PROFILES = {
                      batch_size=16, eval_batch_size=8, learning_rate=0.02, warmup_steps=500,
                      summary_interval=100,
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
-                                     "garden/maskrcnn_r50_enl.yaml"),
+                                     "garden/maskrcnn_r50_enl.yaml",
+                                     "garden/maskrcnn_r50_nlbu.yaml"),
                      block_input_norm=False, block_norm="batch", torch_backbone="resnet50",
                      torch_fpn_channels=256, torch_sizes=(800, 1333), torch_detector=None,
                      own_schedule=True),
