@@ -105,7 +105,20 @@ def test_comparison_table_side_by_side_with_delta():
     assert "| box APl | n/a | n/a | n/a |" in lines
     seeds = {"baseline": report.aggregate([_run(10.0, 4.0, 1.0), _run(12.0, 4.0, 1.0)]),
              "enl": report.aggregate([_run(12.0, 7.0, 3.0), _run(12.0, 7.0, 3.0)])}
-    assert "| box AP | 11.0 ± 1.4 | 12.0 ± 0.0 | +1.0 |" in report.comparison_table(seeds)
+    # The difference is paired by seed: (12 - 10, 12 - 12) = +1.0 ± 1.4.
+    assert "| box AP | 11.0 ± 1.4 | 12.0 ± 0.0 | +1.0 ± 1.4 |" in report.comparison_table(seeds)
+
+
+def test_comparison_table_three_variants_each_against_the_baseline():
+    aggregated = {"baseline": report.aggregate([_run(10.0, 4.0, 1.0)]),
+                  "1nl_bu": report.aggregate([_run(11.0, 4.5, 1.0)]),
+                  "3enl_td": report.aggregate([_run(12.5, 7.0, 3.0)])}
+    table = report.comparison_table(aggregated, {"baseline": "baseline", "1nl_bu": "+1NL BU",
+                                                 "3enl_td": "+3ENL TD"})
+    lines = table.splitlines()
+    assert lines[0] == ("| metric | baseline | +1NL BU | +3ENL TD | Δ +1NL BU | Δ +3ENL TD |")
+    assert "| box AP | 10.0 | 11.0 | 12.5 | +1.0 | +2.5 |" in lines
+    assert "| mask AP[ball] | 1.0 | 1.0 | 3.0 | +0.0 | +2.0 |" in lines
 
 
 def test_write_summary_files(tmp_path):

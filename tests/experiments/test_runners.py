@@ -63,7 +63,7 @@ def test_every_profile_names_config_files_that_exist():
 
 def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
     profile = profiles.get_profile("paper")
-    args = runners.TorchRunner(profile)._args("enl", data, 3, tmp_path)
+    args = runners.TorchRunner(profile)._args("3enl_td", data, 3, tmp_path)
     assert args[args.index("--variant") + 1] == "3enl_td"
     assert args[args.index("--min-size") + 1] == "800"
     assert args[args.index("--seed") + 1] == "3"
@@ -105,7 +105,7 @@ def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone
     for model in runners.MODELS:
         parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
         assert (parsed.backbone, parsed.fpn_channels) == (backbone, channels)
-        assert parsed.block_input_norm == (enl_norm and model == "enl"), model
+        assert parsed.block_input_norm == (enl_norm and model == "3enl_td"), model
         if parsed.block_input_norm:
             assert parsed.block_norm == runner.profile.block_norm == "layer"
 

@@ -2,9 +2,12 @@
 
 Input is the per-seed output of :func:`enl_experiments.evaluation.evaluate`
 for each model: ``runs[model][seed] = {"bbox": {...}, "segm": {...}}``. The
-table puts the models in columns (baseline first), the metrics in rows, and a
-last column with the difference to the baseline; with several seeds each cell
-is ``mean ± std`` (sample standard deviation, ddof=1).
+table puts the models in columns (baseline first), the metrics in rows, and
+one column per other model with its difference to the baseline; with several
+seeds each cell is ``mean ± std`` (sample standard deviation, ddof=1), and a
+difference is the mean ± std of the per-seed differences (seed ``s`` of a
+model against seed ``s`` of the baseline), so that a gain on a class that needs
+no context can be read against the seeds' spread.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def _cell(stat: dict) -> str:
 def _delta(stat: dict, base: dict) -> str:
     if stat["mean"] is None or base["mean"] is None:
         return "n/a"
+    paired = stat.get("values", [])
+    if len(paired) > 1 and len(paired) == len(base.get("values", [])):
+        differences = [a - b for a, b in zip(paired, base["values"], strict=True)]
+        return f"{statistics.fmean(differences):+.1f} ± {statistics.stdev(differences):.1f}"
     return f"{stat['mean'] - base['mean']:+.1f}"
 
 
@@ -124,7 +131,7 @@ def _json_safe(value):
 
 
 def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
-                  meta: dict, figures: list[str]) -> str:
+                  meta: dict, figures: list[str], sections=(), extra: dict | None = None) -> str:
     """Writes ``metrics.json`` and ``summary.md`` into ``run_dir``; returns the table.
 
     Args:
@@ -134,11 +141,14 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
         meta: what produced the numbers (command, machine, profile, seeds,
             data, timings); written to both files.
         figures: file names of the figures in ``run_dir``, listed in the summary.
+        sections: ``(title, Markdown)`` pairs added after the table (twins, flip rates).
+        extra: more entries for ``metrics.json`` (e.g. the per-seed context results).
     """
     run_dir = Path(run_dir)
     aggregated = {model: aggregate(per_seed) for model, per_seed in runs.items()}
     table = comparison_table(aggregated, labels)
-    document = {"meta": meta, "labels": labels, "per_seed": runs, "aggregate": aggregated}
+    document = {"meta": meta, "labels": labels, "per_seed": runs, "aggregate": aggregated,
+                **(extra or {})}
     (run_dir / "metrics.json").write_text(json.dumps(_json_safe(document), indent=2))
     lines = [f"# {meta.get('title', 'ENL experiment')}", ""]
     for key in ("command", "machine", "framework", "profile", "data", "seeds", "train_steps",
@@ -148,6 +158,8 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
     lines += ["", "COCO metrics (pycocotools) on the validation images, in percent"
               + (f"; mean ± std over {len(meta.get('seeds', []))} seeds"
                  if len(meta.get("seeds", [])) > 1 else "") + ".", "", table, ""]
+    for title, section in sections:
+        lines += [f"## {title}", "", section, ""]
     if figures:
         lines += ["## Figures", ""] + [f"- [{name}]({name})" for name in figures] + [""]
     (run_dir / "summary.md").write_text("\n".join(lines))
