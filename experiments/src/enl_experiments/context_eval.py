@@ -15,7 +15,9 @@ import json
 import statistics
 from pathlib import Path
 
-from enl_experiments import context_dataset, dataset, flip_rate
+import yaml
+
+from enl_experiments import context_dataset, dataset, flip_rate, reach
 from enl_experiments.evaluation import evaluate, load_detections
 
 DESIGNS = ("strip", "beach")
@@ -166,3 +168,22 @@ def reach_curves(flips: dict[str, dict], labels: dict[str, str]) -> dict[str, di
                                  "rate": [b["mean"] for b in bins],
                                  "std": [b["std"] for b in bins], "n": [b["n"] for b in bins]}
     return curves
+
+
+def baseline_reach(profile, experiments_dir: Path) -> float | None:
+    """The theoretical reach (px) of the baseline's P2 RPN scores under ``profile``.
+
+    Read from the backbone (``resnet.model_id``) and levels of the profile's
+    shared garden YAML (:func:`enl_experiments.reach.theoretical_reach`);
+    None when the profile has no shared YAML or another backbone type.
+    """
+    common = profile.garden_configs[0]
+    if common is None:
+        return None
+    model = yaml.safe_load((experiments_dir / common).read_text())["task"]["model"]
+    backbone = model.get("backbone", {})
+    if backbone.get("type") != "resnet":
+        return None
+    levels = reach.theoretical_reach(backbone["resnet"]["model_id"], model["min_level"],
+                                     model["max_level"])
+    return levels[f"P{model['min_level']}"]["radius"]

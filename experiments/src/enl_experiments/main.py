@@ -46,13 +46,13 @@ from enl_experiments import context_eval, dataset, figures, report
 from enl_experiments.evaluation import evaluate, load_detections
 from enl_experiments.profiles import PROFILES, get_profile
 from enl_experiments.runners import (
-    LABELS,
+    EXPERIMENTS_DIR,
     REPO_ROOT,
     DataPaths,
     StepFailed,
     get_runner,
 )
-from enl_experiments.variants import ENL_VARIANT, VARIANTS, parse_variants
+from enl_experiments.variants import ENL_VARIANT, LABELS, VARIANTS, parse_variants
 
 SMALL_AREA = 32 ** 2  # COCO's "small" objects
 
@@ -302,7 +302,8 @@ def run(args) -> Path:
                              context_eval.flip_table(rule_flips, labels)))
         reach_flips = rule_flips if args.split == "control" else flips
         figures.context_reach(context_eval.reach_curves(reach_flips, labels),
-                              run_dir / "context_reach.png")
+                              run_dir / "context_reach.png",
+                              reach=context_eval.baseline_reach(profile, EXPERIMENTS_DIR))
         figure_names.append("context_reach.png")
     wall = time.time() - started
     command = "python -m enl_experiments.main " + " ".join(shlex.quote(a) for a in args.argv)
