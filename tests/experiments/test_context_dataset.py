@@ -9,6 +9,7 @@ import pytest
 
 from enl_experiments import context_dataset as strip
 from enl_experiments import reach
+from enl_experiments.erf_torch import horizontal_reach
 
 SIZE = (64, 512)
 
@@ -123,3 +124,14 @@ def test_theoretical_reach_of_resnet18_fpn():
     assert levels["P2"]["radius"] < SIZE[1] / 2
     with pytest.raises(ValueError, match="model_id"):
         reach.backbone_receptive_fields(19)
+
+
+def test_horizontal_reach_of_a_known_gradient():
+    gradient = np.zeros((4, 21))
+    gradient[:, 10] = 5.0  # half the mass at the centre column
+    gradient[0, 13] = gradient[0, 7] = 2.0  # 0.4 at 3 px
+    gradient[2, 18] = 2.0  # 0.2 at 8 px
+    assert horizontal_reach(gradient, 10, (0.5, 0.9, 0.99)) == {
+        "fraction_0.5": 0, "fraction_0.9": 3, "fraction_0.99": 8, "farthest": 8}
+    with pytest.raises(ValueError, match="gradient"):
+        horizontal_reach(np.zeros((2, 3)), 1)
