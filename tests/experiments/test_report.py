@@ -175,3 +175,15 @@ def test_main_fails_cleanly_on_a_bad_coco_dir(tmp_path, capsys):
     assert code == 1
     assert "experiment FAILED" in capsys.readouterr().err
     assert not (tmp_path / "results" / "broken").exists()
+
+
+def test_plateau_compares_the_last_fifth_with_the_fifth_before():
+    steps = list(range(10, 110, 10))  # 10..100: last fifth 90, 100; before 70, 80
+    history = {"total_loss": {"step": steps, "value": [9, 8, 7, 6, 5, 4, 2.0, 2.0, 1.0, 1.0]}}
+    assert report.plateau(history) == {"last": 1.0, "before": 2.0, "relative_change": -0.5}
+    flat = {"total_loss": {"step": steps, "value": [3.0] * 10}}
+    assert report.plateau(flat)["relative_change"] == 0.0
+    assert report.plateau({"total_loss": {"step": [1], "value": [1.0]}}) is None
+    assert report.plateau({}) is None
+    with pytest.raises(ValueError, match="tail"):
+        report.plateau(flat, tail=0.8)

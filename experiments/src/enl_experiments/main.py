@@ -319,6 +319,11 @@ def run(args) -> Path:
         f"{profile.image_size}x{profile.image_size} px)",
         "wall_time": f"{wall / 60:.1f} min", "query": list(query), "figure_images": figure_ids,
     }
+    # The budget's check: total loss over the last 20% of the steps vs the 20% before.
+    meta["plateau"] = {m: [report.plateau(h) for h in histories[m]] for m in models}
+    meta["loss_change_last_20pct"] = ", ".join(
+        f"{LABELS[m]} " + "/".join("n/a" if p is None else f"{100 * p['relative_change']:+.1f}%"
+                                   for p in meta["plateau"][m]) for m in models)
     if any(cross_checks.values()):
         meta["model_garden_own_eval"] = cross_checks
     extra = ({"context": context_results} if context is not None else {})

@@ -152,7 +152,7 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
     (run_dir / "metrics.json").write_text(json.dumps(_json_safe(document), indent=2))
     lines = [f"# {meta.get('title', 'ENL experiment')}", ""]
     for key in ("command", "machine", "framework", "profile", "data", "seeds", "train_steps",
-                "wall_time"):
+                "wall_time", "loss_change_last_20pct"):
         if key in meta:
             lines.append(f"- **{key.replace('_', ' ')}**: {meta[key]}")
     lines += ["", "COCO metrics (pycocotools) on the validation images, in percent"
@@ -164,3 +164,39 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
         lines += ["## Figures", ""] + [f"- [{name}]({name})" for name in figures] + [""]
     (run_dir / "summary.md").write_text("\n".join(lines))
     return table
+
+
+def plateau(history: dict, tag: str = "total_loss", tail: float = 0.2) -> dict | None:
+    """Whether a training loss is flat over the last ``tail`` of the steps.
+
+    Compares the mean of ``tag`` over the last ``tail`` of the logged steps
+    with its mean over the ``tail`` before it.
+
+    Args:
+        history: ``{tag: {"step": [...], "value": [...]}}`` (``losses.json``).
+        tag: the loss.
+        tail: the fraction of the steps, in (0, 0.5].
+
+    Returns:
+        ``{"last": mean, "before": mean, "relative_change": (last - before) / before}``,
+        or None when ``tag`` has fewer than 4 points in the two windows.
+
+    Raises:
+        ValueError: naming `tail` and the value received.
+    """
+    if not (isinstance(tail, float) and 0.0 < tail <= 0.5):
+        raise ValueError(f"`tail` must be a float in (0, 0.5], received {tail!r}")
+    series = history.get(tag)
+    if not series or not series["step"]:
+        return None
+    last_step = max(series["step"])
+    span = tail * last_step
+    last = [v for s, v in zip(series["step"], series["value"], strict=True)
+            if s > last_step - span]
+    before = [v for s, v in zip(series["step"], series["value"], strict=True)
+              if last_step - 2 * span < s <= last_step - span]
+    if len(last) < 2 or len(before) < 2:
+        return None
+    last_mean, before_mean = statistics.fmean(last), statistics.fmean(before)
+    return {"last": last_mean, "before": before_mean,
+            "relative_change": (last_mean - before_mean) / before_mean}
