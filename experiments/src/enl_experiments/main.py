@@ -316,7 +316,7 @@ def run(args) -> Path:
         "profile": profile_name, "data": str(data.root), "seeds": seeds,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
-        f"{profile.image_size}x{profile.image_size} px)",
+        f"{'x'.join(map(str, data.image_size or (profile.image_size,) * 2))} px)",
         "wall_time": f"{wall / 60:.1f} min", "query": list(query), "figure_images": figure_ids,
     }
     # The budget's check: total loss over the last 20% of the steps vs the 20% before.
