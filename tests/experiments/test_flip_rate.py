@@ -66,6 +66,14 @@ def test_flip_records_and_rate_on_known_answers():
     assert flip_rate.flip_rate(swapped) == {"rate": 0.0, "n": 2, "flipped": 0}
 
 
+def test_a_change_below_the_margin_is_no_flip():
+    twin = [_det(1, 2, BOX_A, 0.23), _det(1, 3, BOX_B, 0.88)]  # +0.03 and -0.02
+    records = flip_rate.flip_records(CONTEXT, SCENE, twin)
+    assert [r["flipped"] for r in records] == [False, False]
+    loose = flip_rate.flip_records(CONTEXT, SCENE, twin, min_change=0.0)
+    assert [r["flipped"] for r in loose] == [True, True]
+
+
 def test_rule_labels_count_the_control_objects_and_zero_scores_do_not_flip():
     records = flip_rate.flip_records(CONTEXT, SCENE, TWIN, labels="rule")
     assert [r["uid"] for r in records] == [3, 4, 1]
@@ -89,6 +97,7 @@ def test_by_distance_bins_the_records():
 @pytest.mark.parametrize(("call", "name"), [
     (lambda: flip_rate.flip_records(CONTEXT, [], [], labels="truth"), "labels"),
     (lambda: flip_rate.flip_records(CONTEXT, [], [], iou_threshold=0.0), "iou_threshold"),
+    (lambda: flip_rate.flip_records(CONTEXT, [], [], min_change=-0.1), "min_change"),
     (lambda: flip_rate.by_distance([], [5, 5]), "edges"),
     (lambda: flip_rate.distance_edges(512, 0), "count"),
 ])

@@ -8,9 +8,12 @@ in an image is the highest score among the detections of its category whose
 box overlaps its box with IoU >= ``iou_threshold`` (0 when there is none).
 
 An object whose label changes between scene and twin *flips* when its score
-moves the way the new label demands: up when it became annotated, down when
-it stopped being annotated. The *flip rate* is the fraction of label-changing
-objects that flip; an unchanged score (say 0 in both) is no flip. A detector
+moves the way the new label demands, by at least ``MIN_CHANGE``: up when it
+became annotated, down when it stopped being annotated. The *flip rate* is
+the fraction of label-changing objects that flip; an unchanged score (say 0
+in both) is no flip. The margin keeps a model whose score merely jitters
+with any pixel change in its receptive field (half of such jitters point the
+"right" way) from scoring a flip rate near 50%. A detector
 that ignores context keeps every score (its input around the object is the
 same up to far-away pixels) and has a flip rate near 0; one that follows the
 rule has 1.
@@ -27,6 +30,7 @@ import math
 import numpy as np
 
 DEFAULT_IOU = 0.5
+MIN_CHANGE = 0.05  # of a score in [0, 1]
 
 
 def box_iou(box_a, box_b) -> float:
@@ -64,7 +68,8 @@ def _by_image(detections: list[dict]) -> dict[int, list[dict]]:
 
 
 def flip_records(context: dict, scene_detections: list[dict], twin_detections: list[dict],
-                 iou_threshold: float = DEFAULT_IOU, labels: str = "label") -> list[dict]:
+                 iou_threshold: float = DEFAULT_IOU, labels: str = "label",
+                 min_change: float = MIN_CHANGE) -> list[dict]:
     """One record per context-dependent object whose label changes in the twin.
 
     Args:
@@ -76,6 +81,8 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
             ``label_twin``) or ``"rule"`` (the context rule's, ``rule_*``: in
             the control split, where labels ignore context, how much a model
             follows the rule anyway).
+        min_change: the least score change in the demanded direction that
+            counts as a flip (>= 0).
 
     Returns:
         ``[{"image_id", "uid", "category_id", "distance", "direction" (+1: the
@@ -83,8 +90,10 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
         "score_twin", "flipped"}]``.
 
     Raises:
-        ValueError: naming `labels` or `iou_threshold` and the value received.
+        ValueError: naming `labels`, `iou_threshold` or `min_change` and the value received.
     """
+    if not (isinstance(min_change, (int, float)) and 0.0 <= min_change < 1.0):
+        raise ValueError(f"`min_change` must be in [0, 1), received {min_change!r}")
     if labels not in ("label", "rule"):
         raise ValueError(f"`labels` must be 'label' or 'rule', received {labels!r}")
     if not (isinstance(iou_threshold, (int, float)) and 0.0 < iou_threshold <= 1.0):
@@ -106,7 +115,8 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
                             "category_id": obj["category_id"], "distance": obj["distance"],
                             "direction": direction, "score_original": score_original,
                             "score_twin": score_twin,
-                            "flipped": direction * (score_twin - score_original) > 0})
+                            "flipped": direction * (score_twin - score_original) > 0
+                            and abs(score_twin - score_original) >= min_change})
     return records
 
 
