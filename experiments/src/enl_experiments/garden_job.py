@@ -242,15 +242,15 @@ def main(argv=None) -> int:
         split = argv.index("--") if "--" in argv else len(argv)
         args = parser.parse_args(argv[1:split])
         garden_flags = argv[split + 1:]
+        if bool(args.twin_pattern) != bool(args.twin_out):
+            parser.error("`--twin-pattern` and `--twin-out` go together, received "
+                         f"{args.twin_pattern!r} and {args.twin_out!r}")
         train(args.seed, garden_flags)
         if args.predict_out:
             from absl import flags as absl_flags
 
             predict(absl_flags.FLAGS.model_dir, absl_flags.FLAGS.experiment, args.predict_out,
                     _queries(args.query))
-        if bool(args.twin_pattern) != bool(args.twin_out):
-            parser.error("`--twin-pattern` and `--twin-out` go together, received "
-                         f"{args.twin_pattern!r} and {args.twin_out!r}")
         if args.twin_out:
             from absl import flags as absl_flags
 
