@@ -1,7 +1,8 @@
 """Budgets of the main job: data size, input size, steps, batch and learning rate.
 
-``default`` finishes in about 20 minutes on 2 CPU cores (both models, one
-seed); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
+``default`` is sized for about 30 minutes on 2 idle CPU cores (the three
+variants, one seed, on the 64 x 512 px strip dataset; an estimate from step
+times, README); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
 CPU); ``tiny`` is the test's few-step smoke run; ``paper`` is the protocol of
 the paper's Tables 1 and 2 on real COCO (``COCO_DIR``), with Model Garden's
 ResNet-50 FPN configs of ``experiments/garden/``.
