@@ -80,7 +80,20 @@ def test_comparison_table_side_by_side_with_delta():
     assert "| box APl | n/a | n/a | n/a |" in lines
     seeds = {"baseline": report.aggregate([_run(10.0, 4.0, 1.0), _run(12.0, 4.0, 1.0)]),
              "enl": report.aggregate([_run(12.0, 7.0, 3.0), _run(12.0, 7.0, 3.0)])}
-    assert "| box AP | 11.0 ± 1.4 | 12.0 ± 0.0 | +1.0 |" in report.comparison_table(seeds)
+    # The difference is paired by seed: (12 - 10, 12 - 12) = +1.0 ± 1.4.
+    assert "| box AP | 11.0 ± 1.4 | 12.0 ± 0.0 | +1.0 ± 1.4 |" in report.comparison_table(seeds)
+
+
+def test_comparison_table_three_variants_each_against_the_baseline():
+    aggregated = {"baseline": report.aggregate([_run(10.0, 4.0, 1.0)]),
+                  "1nl_bu": report.aggregate([_run(11.0, 4.5, 1.0)]),
+                  "3enl_td": report.aggregate([_run(12.5, 7.0, 3.0)])}
+    table = report.comparison_table(aggregated, {"baseline": "baseline", "1nl_bu": "+1NL BU",
+                                                 "3enl_td": "+3ENL TD"})
+    lines = table.splitlines()
+    assert lines[0] == ("| metric | baseline | +1NL BU | +3ENL TD | Δ +1NL BU | Δ +3ENL TD |")
+    assert "| box AP | 10.0 | 11.0 | 12.5 | +1.0 | +2.5 |" in lines
+    assert "| mask AP[ball] | 1.0 | 1.0 | 3.0 | +0.0 | +2.0 |" in lines
 
 
 def test_write_summary_files(tmp_path):
@@ -137,3 +150,15 @@ def test_main_fails_cleanly_on_a_bad_coco_dir(tmp_path, capsys):
     assert code == 1
     assert "experiment FAILED" in capsys.readouterr().err
     assert not (tmp_path / "results" / "broken").exists()
+
+
+def test_plateau_compares_the_last_fifth_with_the_fifth_before():
+    steps = list(range(10, 110, 10))  # 10..100: last fifth 90, 100; before 70, 80
+    history = {"total_loss": {"step": steps, "value": [9, 8, 7, 6, 5, 4, 2.0, 2.0, 1.0, 1.0]}}
+    assert report.plateau(history) == {"last": 1.0, "before": 2.0, "relative_change": -0.5}
+    flat = {"total_loss": {"step": steps, "value": [3.0] * 10}}
+    assert report.plateau(flat)["relative_change"] == 0.0
+    assert report.plateau({"total_loss": {"step": [1], "value": [1.0]}}) is None
+    assert report.plateau({}) is None
+    with pytest.raises(ValueError, match="tail"):
+        report.plateau(flat, tail=0.8)

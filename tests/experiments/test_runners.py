@@ -63,7 +63,7 @@ def test_every_profile_names_config_files_that_exist():
 
 def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
     profile = profiles.get_profile("paper")
-    args = runners.TorchRunner(profile)._args("enl", data, 3, tmp_path)
+    args = runners.TorchRunner(profile)._args("3enl_td", data, 3, tmp_path)
     assert args[args.index("--variant") + 1] == "3enl_td"
     assert args[args.index("--min-size") + 1] == "800"
     assert args[args.index("--seed") + 1] == "3"
@@ -105,7 +105,7 @@ def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone
     for model in runners.MODELS:
         parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
         assert (parsed.backbone, parsed.fpn_channels) == (backbone, channels)
-        assert parsed.block_input_norm == (enl_norm and model == "enl"), model
+        assert parsed.block_input_norm == (enl_norm and model == "3enl_td"), model
         if parsed.block_input_norm:
             assert parsed.block_norm == runner.profile.block_norm == "layer"
 
@@ -155,3 +155,46 @@ def test_unknown_framework_and_profile_are_named():
         runners.get_runner("jax", profiles.get_profile("tiny"))
     with pytest.raises(ValueError, match="profile"):
         profiles.get_profile("huge")
+
+
+def test_variants_are_parsed_in_canonical_order_with_the_baseline():
+    from enl_experiments.variants import VARIANTS, parse_variants
+
+    assert parse_variants("") == VARIANTS == ("baseline", "1nl_bu", "3enl_td")
+    assert parse_variants("3enl_td") == ("baseline", "3enl_td")
+    assert parse_variants("3enl_td,baseline,1nl_bu,3enl_td") == VARIANTS
+    with pytest.raises(ValueError, match="`variants`.*enl"):
+        parse_variants("baseline,enl")
+
+
+def test_every_variant_has_a_garden_config_and_experiment_per_profile():
+    from enl_experiments.variants import GARDEN_CONFIG_SLOT, GARDEN_EXPERIMENTS, VARIANTS
+
+    assert set(GARDEN_CONFIG_SLOT) == set(GARDEN_EXPERIMENTS) == set(VARIANTS)
+    for profile in profiles.PROFILES.values():
+        for variant in VARIANTS:
+            name = profile.garden_configs[GARDEN_CONFIG_SLOT[variant]]
+            assert name is not None and (runners.EXPERIMENTS_DIR / name).is_file(), name
+    nlbu = yaml.safe_load((runners.EXPERIMENTS_DIR / "configs/beach_nlbu.yaml").read_text())
+    common = yaml.safe_load((runners.EXPERIMENTS_DIR / "configs/beach_common.yaml").read_text())
+    backbone = nlbu["task"]["model"]["backbone"]
+    assert backbone["type"] == "resnet_nl" and backbone["resnet_nl"]["nl_level"] == 4
+    # The same ResNet as every other variant, plus the block.
+    resnet = common["task"]["model"]["backbone"]["resnet"]
+    assert {k: backbone["resnet_nl"][k] for k in resnet} == resnet
+
+
+def test_twins_reach_the_converter_and_both_children(tmp_path, data):
+    twin_data = dataclasses.replace(data, image_size=(64, 256),
+                                    twin_annotations=data.root / "twin.json",
+                                    twin_images=data.root / "twin2017")
+    assert twin_data.splits == ("train2017", "val2017", "twin2017")
+    assert data.splits == ("train2017", "val2017")
+    runner = runners.GardenRunner(profiles.get_profile("tiny"))
+    config = yaml.safe_load(runner._run_config(twin_data, 0, tmp_path).read_text())
+    assert config["task"]["model"]["input_size"] == [64, 256, 3]
+    assert config["task"]["train_data"]["deterministic"] is True
+    torch_args = runners.TorchRunner(profiles.get_profile("tiny"))._args("baseline", twin_data, 0,
+                                                                       tmp_path)
+    assert torch_args[torch_args.index("--min-size") + 1] == "64"
+    assert torch_args[torch_args.index("--max-size") + 1] == "256"

@@ -104,19 +104,19 @@ class _Instance:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 (padded for overlap tests)
 
 
-def _disk(cx: float, cy: float, radius: float) -> list[float]:
+def disk_polygon(cx: float, cy: float, radius: float) -> list[float]:
     angles = np.linspace(0.0, 2.0 * math.pi, _DISK_VERTICES, endpoint=False)
     points = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
     return [round(float(v), 2) for v in points.reshape(-1)]
 
 
-def _upper_half_disk(cx: float, cy: float, radius: float) -> list[float]:
+def upper_half_disk_polygon(cx: float, cy: float, radius: float) -> list[float]:
     angles = np.linspace(math.pi, 2.0 * math.pi, _DISK_VERTICES // 2 + 1)
     points = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
     return [round(float(v), 2) for v in points.reshape(-1)]
 
 
-def _rect(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+def rect_polygon(x0: float, y0: float, x1: float, y1: float) -> list[float]:
     return [round(float(v), 2) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
 
 
@@ -159,12 +159,13 @@ class _Scene:
         used = {PALETTE.index(c) for c in self.shirts}
         shirt = PALETTE[int(rng.choice([i for i in range(len(PALETTE)) if i not in used]))]
         head_r = 0.1 * person_height
-        head = _disk(cx, top + head_r, head_r)
+        head = disk_polygon(cx, top + head_r, head_r)
         torso_top, torso_bottom = top + 1.8 * head_r, top + 0.6 * person_height
-        torso = _rect(cx - half_width, torso_top, cx + half_width, torso_bottom)
+        torso = rect_polygon(cx - half_width, torso_top, cx + half_width, torso_bottom)
         leg_w = 0.12 * person_height
-        legs = [_rect(cx - half_width + 1, torso_bottom - 1, cx - half_width + 1 + leg_w, feet),
-                _rect(cx + half_width - 1 - leg_w, torso_bottom - 1, cx + half_width - 1, feet)]
+        left, right = cx - half_width + 1, cx + half_width - 1
+        legs = [rect_polygon(left, torso_bottom - 1, left + leg_w, feet),
+                rect_polygon(right - leg_w, torso_bottom - 1, right, feet)]
         paint = [(head, SKIN), (torso, shirt)] + [(leg, LEGS) for leg in legs]
         self.instances.append(_Instance(PERSON, [head, torso, *legs], paint, box))
         self.person_boxes.append(box)
@@ -174,11 +175,11 @@ class _Scene:
         box = (cx - radius - 2, cy - radius - 2, cx + radius + 2, cy + radius + 2)
         if not self._free(box):
             return False
-        disk = _disk(cx, cy, radius)
+        disk = disk_polygon(cx, cy, radius)
         if kind == BALL:
             paint = [(disk, BALL_WHITE)]
         else:
-            paint = [(disk, SKIN), (_upper_half_disk(cx, cy, radius), cap)]
+            paint = [(disk, SKIN), (upper_half_disk_polygon(cx, cy, radius), cap)]
         self.instances.append(_Instance(kind if label else None, [disk], paint, box))
         return True
 
@@ -284,12 +285,21 @@ def _background(rng: np.random.Generator, height: int, width: int, horizon: floa
     return image
 
 
-def _masks(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+def polygon_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     with warnings.catch_warnings():
         # pycocotools passes copy=False to numpy 2's __array__; harmless.
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_utils.decode(rle).astype(bool)
+
+
+def coco_annotation(category_id: int, polygons: list[list[float]], height: int,
+                    width: int) -> dict:
+    """A COCO annotation (without ids) whose area and box are those of the rasterised mask."""
+    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    return {"category_id": category_id, "segmentation": polygons,
+            "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0}
 
 
 def render_image(seed_sequence, height: int, width: int, split: str):
@@ -313,25 +323,19 @@ def render_image(seed_sequence, height: int, width: int, split: str):
     annotations = []
     for instance in scene.instances:
         for polygon, colour in instance.paint:
-            mask = _masks([polygon], height, width)
+            mask = polygon_mask([polygon], height, width)
             shading = rng.normal(0, 6, size=(int(mask.sum()), 3))
             image[mask] = np.asarray(colour, np.float64) + shading
         if instance.category_id is None:
             continue
-        rle = mask_utils.merge(mask_utils.frPyObjects(instance.polygons, height, width))
-        annotations.append({
-            "category_id": instance.category_id,
-            "segmentation": instance.polygons,
-            "area": float(mask_utils.area(rle)),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            "iscrowd": 0,
-        })
+        annotations.append(coco_annotation(instance.category_id, instance.polygons, height,
+                                           width))
     # Sensor noise over everything, so no colour is exactly constant.
     image = image + rng.normal(0, 4, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), annotations
 
 
-def _image_size(image_size) -> tuple[int, int]:
+def image_size_pair(image_size) -> tuple[int, int]:
     if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
@@ -342,34 +346,40 @@ def _image_size(image_size) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
-def _write_split(root: Path, subset: str, num_images: int, height: int, width: int,
-                 seed: int, split: str, image_format: str, progress: bool) -> Path:
+def write_coco_split(root: Path, subset: str, num_images: int, height: int, width: int,
+                     render, info: dict, categories, image_format: str = "png",
+                     progress: bool = False) -> Path:
+    """Renders ``num_images`` images with ``render(index)`` and writes them as one COCO split.
+
+    Args:
+        root: the dataset folder; images go to ``{subset}2017/``, annotations to
+            ``annotations/instances_{subset}2017.json``.
+        render: ``index -> (uint8 image, [annotation without ids])``.
+        info: the JSON's ``info`` entry.
+        categories: the JSON's categories.
+
+    Returns:
+        The annotation file's path. Image ids are ``index + 1``.
+    """
     image_dir = root / f"{subset}2017"
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    subset_code = 0 if subset == "train" else 1
-    split_code = SPLITS.index(split)
     indices = range(num_images)
     if progress:
         from tqdm import tqdm
-        indices = tqdm(indices, desc=f"{split} {subset}", unit="img", leave=False)
+        indices = tqdm(indices, desc=f"{info.get('split', '')} {subset}", unit="img",
+                       leave=False)
     for index in indices:
         image_id = index + 1
-        pixels, objects = render_image([seed, split_code, subset_code, index], height, width, split)
+        pixels, objects = render(index)
         file_name = f"{image_id:012d}.{image_format}"
         save_kwargs = {"quality": 95} if image_format == "jpg" else {}
         Image.fromarray(pixels).save(image_dir / file_name, **save_kwargs)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})
-    document = {
-        "info": {"description": f"enl embedded small-objects dataset, split={split}",
-                 "version": "1", "seed": seed, "split": split},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [dict(c) for c in CATEGORIES],
-    }
+    document = {"info": info, "licenses": [], "images": images, "annotations": annotations,
+                "categories": [dict(c) for c in categories]}
     annotation_dir = root / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)
     path = annotation_dir / f"instances_{subset}2017.json"
@@ -406,7 +416,7 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
     """
     num_train = non_negative_int("num_train", num_train)
     num_val = non_negative_int("num_val", num_val)
-    height, width = _image_size(image_size)
+    height, width = image_size_pair(image_size)
     seed = non_negative_int("seed", seed)
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
@@ -414,9 +424,17 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
         raise ValueError(f"`image_format` must be one of {IMAGE_FORMATS}, "
                          f"received {image_format!r}")
     root = Path(root)
-    train = _write_split(root, "train", num_train, height, width, seed, split, image_format,
-                         progress)
-    val = _write_split(root, "val", num_val, height, width, seed, split, image_format, progress)
+    info = {"description": f"enl embedded small-objects dataset, split={split}",
+            "version": "1", "seed": seed, "split": split}
+    paths = []
+    for subset_code, (subset, count) in enumerate((("train", num_train), ("val", num_val))):
+        def render(index, subset_code=subset_code):
+            return render_image([seed, SPLITS.index(split), subset_code, index], height, width,
+                                split)
+
+        paths.append(write_coco_split(root, subset, count, height, width, render, info,
+                                      CATEGORIES, image_format, progress))
+    train, val = paths
     return CocoPaths(root, root / "train2017", root / "val2017", train, val)
 
 

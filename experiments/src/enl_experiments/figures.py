@@ -226,3 +226,37 @@ def dct_filters(path, grid: tuple[int, int] = (32, 32), positions=((8, 8), (20, 
     fig.suptitle(f"DCT position filters, {grid[0]}x{grid[1]} grid, dct_size={tuple(dct_size)}",
                  fontsize=10)
     return _save(fig, path)
+
+
+def context_reach(curves: dict[str, dict], path, reach: float | None = None) -> Path:
+    """Flip rate against the distance to the deciding object, one curve per model.
+
+    Args:
+        curves: ``{model label: {"distance": [...], "rate": [...] (percent, None
+            where a bin is empty), "std": [...] (None: one seed), "n": [...]}}``.
+        path: output PNG.
+        reach: the baseline's theoretical reach in pixels, drawn as a vertical line.
+    """
+    if not curves:
+        raise ValueError("`curves` must hold at least one model, received {}")
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), constrained_layout=True)
+    for colour, (label, curve) in zip(MODEL_COLOURS, curves.items(), strict=False):
+        points = [(d, r, s) for d, r, s in zip(curve["distance"], curve["rate"], curve["std"],
+                                               strict=True) if r is not None]
+        if not points:
+            continue
+        distance, rate, std = zip(*points, strict=True)
+        ax.plot(distance, rate, marker="o", color=colour, label=label)
+        if any(s is not None for s in std):
+            spread = np.array([s or 0.0 for s in std])
+            ax.fill_between(distance, np.array(rate) - spread, np.array(rate) + spread,
+                            color=colour, alpha=0.15)
+    if reach is not None:
+        ax.axvline(reach, color="grey", linestyle="--", linewidth=1.0,
+                   label="baseline's theoretical reach")
+    ax.set_xlabel("distance to the changed object (px)")
+    ax.set_ylabel("flip rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("context reach: scores that follow a change of context")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -4,10 +4,12 @@ Three subcommands, each a thin layer over Model Garden and ``enl_keras.garden``:
 
 - ``convert --data DIR``: the COCO folder to TFRecords with Model Garden's
   ``create_coco_tf_record`` (masks included), through ``enl_keras.garden.data``.
-- ``train --seed S [--predict-out DIR --query ...] -- <flags>``: seeds Python,
-  NumPy and TensorFlow, then runs what ``enl_keras.garden.train`` runs (Model
-  Garden's ``train.main`` with the ENL registrations) with the given flags,
-  then (``--predict-out``) ``predict`` in the same process.
+- ``train --seed S [--predict-out DIR --query ...] [--twin-pattern P --twin-out DIR]
+  -- <flags>``: seeds Python, NumPy and TensorFlow and turns on TensorFlow's op
+  determinism, then runs what ``enl_keras.garden.train`` runs (Model Garden's
+  ``train.main`` with the ENL registrations) with the given flags, then
+  (``--predict-out``) ``predict`` in the same process, and (``--twin-out``)
+  ``predict`` on the counterfactual twins of the validation images.
 - ``predict``: rebuilds the trained model from ``model_dir/params.yaml``,
   restores the last checkpoint, runs it over the validation TFRecords and
   writes ``detections.json`` (COCO results, boxes and RLE masks in original
@@ -34,24 +36,39 @@ import numpy as np
 from enl_core.coco import encode_mask
 
 
-def convert(data_dir: str, out_dir: str, num_shards: int = 1) -> dict:
+def convert(data_dir: str, out_dir: str, num_shards: int = 1,
+            splits: tuple[str, ...] = ("train2017", "val2017")) -> dict:
     from enl_keras.garden.data import convert_coco_folder
 
-    return convert_coco_folder(data_dir, out_dir, splits=("train2017", "val2017"),
-                               num_shards=num_shards)
+    return convert_coco_folder(data_dir, out_dir, splits=splits, num_shards=num_shards)
+
+
+def make_deterministic(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and makes TensorFlow's ops deterministic.
+
+    With op determinism on, TensorFlow picks deterministic kernels (or raises
+    where an op has none) and runs tf.data's stateful, parallel steps in a
+    fixed order, so the same seed and inputs give the same weights; the input
+    pipeline's own shuffle seed is ``task.train_data.seed`` (the runner sets
+    it to the same seed).
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    # Model Garden does not seed weight initialisation; the models of a
+    # comparison must start from the same seed.
+    tf_keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def train(seed: int, flags: list[str]) -> None:
-    import tf_keras
     from absl import flags as absl_flags
     from official.common import flags as tfm_flags
     from official.vision import train as vision_train
 
     from enl_keras.garden import registry_imports  # noqa: F401  (registers the ENL parts)
 
-    # Model Garden does not seed weight initialisation; the two models of a
-    # comparison must start from the same seed.
-    tf_keras.utils.set_random_seed(seed)
+    make_deterministic(seed)
     # enl_keras.garden.train's steps without absl.app.run (which exits the
     # process), so that prediction can follow in this process.
     tfm_flags.define_flags()
@@ -218,15 +235,27 @@ def main(argv=None) -> int:
         parser.add_argument("--predict-out", default=None,
                             help="after training, predict into this folder (as `predict`)")
         parser.add_argument("--query", action="append", default=[], help="IMAGE_ID:X:Y")
+        parser.add_argument("--twin-pattern", default=None,
+                            help="TFRecords of the counterfactual twins of the validation set")
+        parser.add_argument("--twin-out", default=None,
+                            help="predict the twins (--twin-pattern) into this folder")
         split = argv.index("--") if "--" in argv else len(argv)
         args = parser.parse_args(argv[1:split])
         garden_flags = argv[split + 1:]
+        if bool(args.twin_pattern) != bool(args.twin_out):
+            parser.error("`--twin-pattern` and `--twin-out` go together, received "
+                         f"{args.twin_pattern!r} and {args.twin_out!r}")
         train(args.seed, garden_flags)
         if args.predict_out:
             from absl import flags as absl_flags
 
             predict(absl_flags.FLAGS.model_dir, absl_flags.FLAGS.experiment, args.predict_out,
                     _queries(args.query))
+        if args.twin_out:
+            from absl import flags as absl_flags
+
+            predict(absl_flags.FLAGS.model_dir, absl_flags.FLAGS.experiment, args.twin_out,
+                    [], args.twin_pattern)
         return 0
     parser = argparse.ArgumentParser(prog="python -m enl_experiments.garden_job")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +263,7 @@ def main(argv=None) -> int:
     convert_parser.add_argument("--data", required=True)
     convert_parser.add_argument("--out", required=True)
     convert_parser.add_argument("--num-shards", type=int, default=1)
+    convert_parser.add_argument("--splits", nargs="+", default=["train2017", "val2017"])
     predict_parser = commands.add_parser("predict")
     predict_parser.add_argument("--model-dir", required=True)
     predict_parser.add_argument("--experiment", required=True)
@@ -244,7 +274,7 @@ def main(argv=None) -> int:
     commands.add_parser("train", help="--seed S -- <enl_keras.garden.train flags>")
     args = parser.parse_args(argv)
     if args.command == "convert":
-        print(json.dumps(convert(args.data, args.out, args.num_shards)))
+        print(json.dumps(convert(args.data, args.out, args.num_shards, tuple(args.splits))))
     else:
         predict(args.model_dir, args.experiment, args.out, _queries(args.query),
                 args.val_pattern)

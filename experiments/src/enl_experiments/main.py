@@ -1,18 +1,21 @@
-"""The main job: baseline vs +3ENL TD on the embedded dataset (or COCO), end to end.
+"""The main job: baseline, +1NL BU and +3ENL TD on the embedded dataset (or COCO), end to end.
 
 ``make experiment`` runs ``python -m enl_experiments.main`` with ``PROFILE``,
-``SEEDS``, ``COCO_DIR`` and ``FRAMEWORK`` passed through:
+``SEEDS``, ``VARIANTS``, ``DATASET``, ``COCO_DIR`` and ``FRAMEWORK`` passed through:
 
-1. data: the embedded small-objects-in-context dataset
-   (:mod:`enl_experiments.dataset`, cached under ``data/``), or a COCO 2017
-   folder (``--coco-dir``);
-2. per seed, the baseline and +3ENL TD trained with the same budget and seed
-   (Model Garden's train entry, or the torch mirror);
+1. data: an embedded dataset (``--dataset strip``, the default, long-range
+   context with counterfactual twins, :mod:`enl_experiments.context_dataset`;
+   or ``beach``, :mod:`enl_experiments.dataset`), cached under ``data/``, or a
+   COCO 2017 folder (``--coco-dir``);
+2. per seed, the variants (:mod:`enl_experiments.variants`; all three by
+   default) trained with the same data, budget and seed (Model Garden's train
+   entry, or the torch mirror), deterministically;
 3. each model's validation detections scored with pycocotools (AP, AP50, AP75,
-   APs, APm, APl for boxes and masks, plus AP per class);
-4. the side-by-side table, printed and written to ``results/<run>/summary.md``
+   APs, APm, APl for boxes and masks, plus AP per class), and with twins its
+   AP on the twins and its flip rate (:mod:`enl_experiments.flip_rate`);
+4. the side-by-side tables, printed and written to ``results/<run>/summary.md``
    and ``metrics.json``, and the figures (loss curves, AP bars, detections,
-   ENL attention of a query pixel, DCT position filters).
+   ENL attention of a query pixel, DCT position filters, context reach).
 
 The results are built in ``results/.incomplete-<run>/`` and renamed to
 ``results/<run>/`` only when every step succeeded; any failure prints what
@@ -40,16 +43,16 @@ from pathlib import Path
 import numpy as np
 
 from enl_core.coco import evaluate, find_dataset, load_detections
-from enl_experiments import dataset, figures, report
+from enl_experiments import context_eval, dataset, figures, report
 from enl_experiments.profiles import PROFILES, get_profile
 from enl_experiments.runners import (
-    LABELS,
-    MODELS,
+    EXPERIMENTS_DIR,
     REPO_ROOT,
     DataPaths,
     StepFailed,
     get_runner,
 )
+from enl_experiments.variants import ENL_VARIANT, LABELS, VARIANTS, parse_variants
 
 SMALL_AREA = 32 ** 2  # COCO's "small" objects
 
@@ -98,20 +101,17 @@ def prepare_data(args, profile) -> DataPaths:
     if args.coco_dir:
         root = Path(args.coco_dir).resolve()
         return _data_paths(root, Path(args.data_dir).resolve() / f"tfrecords-{root.name}")
-    name = (f"beach-{args.split}-{profile.image_size}px-{profile.num_train}-{profile.num_val}"
-            f"-seed{args.data_seed}")
+    name = context_eval.dataset_name(args.dataset, args.split, profile, args.data_seed)
     root = Path(args.data_dir).resolve() / name
     if not (root / ".complete").exists():
         staging = root.with_name(f".incomplete-{name}")
         shutil.rmtree(staging, ignore_errors=True)
-        print(f"generating the embedded dataset ({args.split} split) in {root}")
-        dataset.generate_dataset(staging, num_train=profile.num_train, num_val=profile.num_val,
-                                 image_size=profile.image_size, seed=args.data_seed,
-                                 split=args.split, progress=True)
+        print(f"generating the embedded {args.dataset} dataset ({args.split} split) in {root}")
+        context_eval.generate(args.dataset, staging, profile, args.split, args.data_seed)
         (staging / ".complete").write_text("ok\n")
         shutil.rmtree(root, ignore_errors=True)
         os.replace(staging, root)
-    return _data_paths(root, root / "tfrecords")
+    return context_eval.with_twins(_data_paths(root, root / "tfrecords"))
 
 
 def choose_figure_images(annotation_file: Path, count: int, attention_category: str | None):
@@ -191,12 +191,14 @@ def make_figures(run_dir: Path, data: DataPaths, aggregated: dict, histories: di
     figures.detections_grid([(i, files[i]) for i in figure_ids], ground_truth, detections,
                             category_names, run_dir / "detections.png")
     names.append("detections.png")
-    enl_dir = seed0_dirs["enl"]
+    if ENL_VARIANT not in seed0_dirs:
+        return names
+    enl_dir = seed0_dirs[ENL_VARIANT]
     maps = _read_attention(enl_dir / "attention.npz", query[0])
     grid = (32, 32)
     if maps:
         figures.attention_figure(files[query[0]], query[1:], maps, run_dir / "attention.png",
-                                 title=f"{LABELS['enl']}: attention (F + L row) of the "
+                                 title=f"{LABELS[ENL_VARIANT]}: attention (F + L row) of the "
                                        "query pixel at each block")
         names.append("attention.png")
         grid = tuple(maps[min(maps)].shape)
@@ -231,8 +233,9 @@ def run(args) -> Path:
         profile = dataclasses.replace(profile, **overrides)
     runner = get_runner(args.framework, profile)
     seeds = seed_list(args.first_seed, args.seeds)
+    models = parse_variants(args.variants)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    source = "coco" if args.coco_dir else f"beach-{args.split}"
+    source = "coco" if args.coco_dir else f"{args.dataset}-{args.split}"
     run_name = args.run_name or f"{stamp}-{args.framework}-{profile_name}-{source}"
     results = Path(args.results_dir).resolve()
     final_dir = results / run_name
@@ -241,24 +244,29 @@ def run(args) -> Path:
     run_dir = results / f".incomplete-{run_name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    print(f"run {run_name}: profile {profile_name}, framework {args.framework}, seeds {seeds}; "
-          f"building in {run_dir}")
+    print(f"run {run_name}: profile {profile_name}, framework {args.framework}, seeds {seeds}, "
+          f"variants {', '.join(models)}; building in {run_dir}")
 
     data = prepare_data(args, profile)
     runner.prepare(data, run_dir)
     attention_category = None if args.coco_dir else "swimmer"
     figure_ids, query = choose_figure_images(data.val_annotations, profile.figure_images,
                                              attention_category)
-    evaluations: dict[str, list[dict]] = {m: [] for m in MODELS}
-    cross_checks: dict[str, list[dict]] = {m: [] for m in MODELS}
-    histories: dict[str, list[dict]] = {m: [] for m in MODELS}
+    context = context_eval.context_document(data)
+    evaluations: dict[str, list[dict]] = {m: [] for m in models}
+    context_results: dict[str, list[dict]] = {m: [] for m in models}
+    cross_checks: dict[str, list[dict]] = {m: [] for m in models}
+    histories: dict[str, list[dict]] = {m: [] for m in models}
     seed0_dirs = {}
     for seed in seeds:
-        for model in MODELS:
+        for model in models:
             out = run_dir / "runs" / f"{model}-seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
-            runner.train_and_predict(model, data, seed, out, [query] if model == "enl" else [])
+            runner.train_and_predict(model, data, seed, out,
+                                     [query] if model == ENL_VARIANT else [])
             evaluations[model].append(evaluate(data.val_annotations, out / "detections.json"))
+            if context is not None:
+                context_results[model].append(context_eval.evaluate_context(data, context, out))
             histories[model].append(json.loads((out / "losses.json").read_text()))
             garden_eval = out / "garden_eval.json"
             if garden_eval.exists():
@@ -268,25 +276,55 @@ def run(args) -> Path:
             if seed == seeds[0]:
                 seed0_dirs[model] = out
 
-    aggregated = {m: report.aggregate(evaluations[m]) for m in MODELS}
+    aggregated = {m: report.aggregate(evaluations[m]) for m in models}
     figure_names = make_figures(run_dir, data, aggregated, histories, seed0_dirs, figure_ids,
                                 query)
+    labels = {m: LABELS[m] for m in models}
+    sections = []
+    if context is not None:
+        twin_runs = {m: [r["twin"] for r in context_results[m]] for m in models}
+        flips = {m: context_eval.aggregate_flips(context_results[m]) for m in models}
+        rule_flips = {m: context_eval.aggregate_flips(context_results[m], "flip_rule")
+                      for m in models}
+        sections = [
+            ("Counterfactual twins: COCO metrics on the twins",
+             report.comparison_table({m: report.aggregate(twin_runs[m]) for m in models},
+                                     labels)),
+            ("Flip rate: label-changing objects whose score moved the way the new label "
+             "demands (percent)", context_eval.flip_table(flips, labels))]
+        if args.split == "control":
+            sections.append(("Control split: the same with the context rule's labels "
+                             "(which the control labels ignore)",
+                             context_eval.flip_table(rule_flips, labels)))
+        reach_flips = rule_flips if args.split == "control" else flips
+        figures.context_reach(context_eval.reach_curves(reach_flips, labels),
+                              run_dir / "context_reach.png",
+                              reach=context_eval.baseline_reach(profile, EXPERIMENTS_DIR))
+        figure_names.append("context_reach.png")
     wall = time.time() - started
     command = "python -m enl_experiments.main " + " ".join(shlex.quote(a) for a in args.argv)
+    source_title = ("COCO 2017" if args.coco_dir
+                    else f"{args.dataset} dataset, {args.split} split")
     meta = {
-        "title": f"baseline vs +3ENL TD, Mask R-CNN ({args.framework}), "
-                 f"{'COCO 2017' if args.coco_dir else f'embedded dataset, {args.split} split'}",
+        "title": f"{' vs '.join(LABELS[m] for m in models)}, Mask R-CNN ({args.framework}), "
+                 f"{source_title}",
         "command": command, "machine": machine_description(), "framework": args.framework,
         "profile": profile_name, "data": str(data.root), "seeds": seeds,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
-        f"{profile.image_size}x{profile.image_size} px)",
+        f"{'x'.join(map(str, data.image_size or (profile.image_size,) * 2))} px)",
         "wall_time": f"{wall / 60:.1f} min", "query": list(query), "figure_images": figure_ids,
     }
+    # The budget's check: total loss over the last 20% of the steps vs the 20% before.
+    meta["plateau"] = {m: [report.plateau(h) for h in histories[m]] for m in models}
+    meta["loss_change_last_20pct"] = ", ".join(
+        f"{LABELS[m]} " + "/".join("n/a" if p is None else f"{100 * p['relative_change']:+.1f}%"
+                                   for p in meta["plateau"][m]) for m in models)
     if any(cross_checks.values()):
         meta["model_garden_own_eval"] = cross_checks
-    table = report.write_summary(run_dir, evaluations, {m: LABELS[m] for m in MODELS}, meta,
-                                 figure_names)
+    extra = ({"context": context_results} if context is not None else {})
+    table = report.write_summary(run_dir, evaluations, labels, meta, figure_names,
+                                 sections=sections, extra=extra)
     os.replace(run_dir, final_dir)
     latest = results / "latest"
     if latest.is_symlink() or not latest.exists():
@@ -295,6 +333,8 @@ def run(args) -> Path:
         latest.symlink_to(final_dir.name)
     print()
     print(table)
+    for title, section in sections:
+        print(f"\n{title}\n\n{section}")
     print()
     print(f"results: {final_dir} (summary.md, metrics.json, {', '.join(figure_names)}); "
           f"{wall / 60:.1f} min")
@@ -304,8 +344,9 @@ def run(args) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m enl_experiments.main",
-        description="Train the baseline and +3ENL TD Mask R-CNN with the same budget and seed, "
-                    "evaluate both with pycocotools, print the table and draw the figures.")
+        description="Train the baseline, +1NL BU and +3ENL TD Mask R-CNN with the same data, "
+                    "budget and seed, evaluate them with pycocotools (and on counterfactual "
+                    "twins), print the tables and draw the figures.")
     parser.add_argument("--profile", default="", choices=["", *sorted(PROFILES)],
                         help="budget; empty: 'default' (embedded data) or 'paper' (COCO)")
     parser.add_argument("--seeds", type=int, default=1,
@@ -317,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a COCO 2017 folder (train2017/, val2017/, annotations/)")
     parser.add_argument("--split", default="context", choices=dataset.SPLITS,
                         help="embedded dataset split: 'context' or the 'control'")
+    parser.add_argument("--dataset", default="strip", choices=context_eval.DESIGNS,
+                        help="embedded dataset design: 'strip' (long-range context, twins) "
+                             "or 'beach' (the first experiment's scenes)")
+    parser.add_argument("--variants", default="",
+                        help=f"comma-separated subset of {','.join(VARIANTS)} (the baseline "
+                             "is always trained); empty: all")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset")
     parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"))
     parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
@@ -335,6 +382,7 @@ def main(argv=None) -> int:
     args.argv = argv
     try:
         seed_list(args.first_seed, args.seeds)
+        parse_variants(args.variants)
     except ValueError as error:
         parser.error(str(error))
     # make passes unset knobs as empty strings.

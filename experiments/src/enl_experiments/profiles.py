@@ -1,7 +1,8 @@
 """Budgets of the main job: data size, input size, steps, batch and learning rate.
 
-``default`` finishes in about 20 minutes on 2 CPU cores (both models, one
-seed); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
+``default`` is sized for about 30 minutes on 2 idle CPU cores (the three
+variants, one seed, on the 64 x 512 px strip dataset; an estimate from step
+times, README); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
 CPU); ``tiny`` is the test's few-step smoke run; ``paper`` is the protocol of
 the paper's Tables 1 and 2 on real COCO (``COCO_DIR``), with Model Garden's
 ResNet-50 FPN configs of ``experiments/garden/``.
@@ -30,9 +31,13 @@ class Profile:
         learning_rate, warmup_steps: SGD (momentum 0.9) peak rate and linear warm-up
             (cosine decay to 0 after it).
         summary_interval: steps between logged losses.
-        garden_configs: ``(common, baseline, enl)`` YAML files under
+        garden_configs: ``(common, baseline, enl, nlbu)`` YAML files under
             ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
-            ``None`` entries are skipped.
+            ``None`` entries are skipped (``enl_experiments.variants`` maps each
+            variant to its slot).
+        strip_size: (height, width) of the ``strip`` dataset's canvas (its
+            deciding objects sit up to the width away); ``image_size`` is the
+            ``beach`` dataset's square size.
         block_input_norm: the +3ENL TD model's blocks see a normalised
             input (``x + ENL(n) - n``, ``n = norm(x)``); mirrors ``block_input_norm`` of the
             ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
@@ -79,7 +84,8 @@ class Profile:
     warmup_steps: int
     summary_interval: int
     garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
-                             "configs/beach_enl.yaml")
+                             "configs/beach_enl.yaml", "configs/beach_nlbu.yaml")
+    strip_size: tuple = (64, 512)
     block_input_norm: bool = True
     block_norm: str = "layer"
     torch_backbone: str = "resnet18"
@@ -115,12 +121,14 @@ PROFILES = {
                     summary_interval=100),
     "tiny": Profile("tiny", image_size=64, num_train=8, num_val=4, train_steps=4,
                     batch_size=2, eval_batch_size=4, learning_rate=0.01, warmup_steps=1,
-                    summary_interval=2, figure_images=2, garden_mode="train"),
+                    summary_interval=2, figure_images=2, garden_mode="train",
+                    strip_size=(64, 256)),
     "paper": Profile("paper", image_size=1024, num_train=0, num_val=0, train_steps=90000,
                      batch_size=16, eval_batch_size=8, learning_rate=0.02, warmup_steps=500,
                      summary_interval=100,
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
-                                     "garden/maskrcnn_r50_enl.yaml"),
+                                     "garden/maskrcnn_r50_enl.yaml",
+                                     "garden/maskrcnn_r50_nlbu.yaml"),
                      block_input_norm=False, block_norm="batch", torch_backbone="resnet50",
                      torch_fpn_channels=256, torch_sizes=(800, 1333),
                      torch_detector_from_garden=False,

@@ -2,9 +2,12 @@
 
 Input is the per-seed output of :func:`enl_core.coco.evaluate` (AP in percent)
 for each model: ``runs[model][seed] = {"bbox": {...}, "segm": {...}}``. The
-table puts the models in columns (baseline first), the metrics in rows, and a
-last column with the difference to the baseline; with several seeds each cell
-is ``mean ± std`` (sample standard deviation, ddof=1).
+table puts the models in columns (baseline first), the metrics in rows, and
+one column per other model with its difference to the baseline; with several
+seeds each cell is ``mean ± std`` (sample standard deviation, ddof=1), and a
+difference is the mean ± std of the per-seed differences (seed ``s`` of a
+model against seed ``s`` of the baseline), so that a gain on a class that needs
+no context can be read against the seeds' spread.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def _cell(stat: dict) -> str:
 def _delta(stat: dict, base: dict) -> str:
     if stat["mean"] is None or base["mean"] is None:
         return "n/a"
+    paired = stat.get("values", [])
+    if len(paired) > 1 and len(paired) == len(base.get("values", [])):
+        differences = [a - b for a, b in zip(paired, base["values"], strict=True)]
+        return f"{statistics.fmean(differences):+.1f} ± {statistics.stdev(differences):.1f}"
     return f"{stat['mean'] - base['mean']:+.1f}"
 
 
@@ -124,7 +131,7 @@ def _json_safe(value):
 
 
 def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
-                  meta: dict, figures: list[str]) -> str:
+                  meta: dict, figures: list[str], sections=(), extra: dict | None = None) -> str:
     """Writes ``metrics.json`` and ``summary.md`` into ``run_dir``; returns the table.
 
     Args:
@@ -134,21 +141,62 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
         meta: what produced the numbers (command, machine, profile, seeds,
             data, timings); written to both files.
         figures: file names of the figures in ``run_dir``, listed in the summary.
+        sections: ``(title, Markdown)`` pairs added after the table (twins, flip rates).
+        extra: more entries for ``metrics.json`` (e.g. the per-seed context results).
     """
     run_dir = Path(run_dir)
     aggregated = {model: aggregate(per_seed) for model, per_seed in runs.items()}
     table = comparison_table(aggregated, labels)
-    document = {"meta": meta, "labels": labels, "per_seed": runs, "aggregate": aggregated}
+    document = {"meta": meta, "labels": labels, "per_seed": runs, "aggregate": aggregated,
+                **(extra or {})}
     (run_dir / "metrics.json").write_text(json.dumps(_json_safe(document), indent=2))
     lines = [f"# {meta.get('title', 'ENL experiment')}", ""]
     for key in ("command", "machine", "framework", "profile", "data", "seeds", "train_steps",
-                "wall_time"):
+                "wall_time", "loss_change_last_20pct"):
         if key in meta:
             lines.append(f"- **{key.replace('_', ' ')}**: {meta[key]}")
     lines += ["", "COCO metrics (pycocotools) on the validation images, in percent"
               + (f"; mean ± std over {len(meta.get('seeds', []))} seeds"
                  if len(meta.get("seeds", [])) > 1 else "") + ".", "", table, ""]
+    for title, section in sections:
+        lines += [f"## {title}", "", section, ""]
     if figures:
         lines += ["## Figures", ""] + [f"- [{name}]({name})" for name in figures] + [""]
     (run_dir / "summary.md").write_text("\n".join(lines))
     return table
+
+
+def plateau(history: dict, tag: str = "total_loss", tail: float = 0.2) -> dict | None:
+    """Whether a training loss is flat over the last ``tail`` of the steps.
+
+    Compares the mean of ``tag`` over the last ``tail`` of the logged steps
+    with its mean over the ``tail`` before it.
+
+    Args:
+        history: ``{tag: {"step": [...], "value": [...]}}`` (``losses.json``).
+        tag: the loss.
+        tail: the fraction of the steps, in (0, 0.5].
+
+    Returns:
+        ``{"last": mean, "before": mean, "relative_change": (last - before) / before}``,
+        or None when ``tag`` has fewer than 4 points in the two windows.
+
+    Raises:
+        ValueError: naming `tail` and the value received.
+    """
+    if not (isinstance(tail, float) and 0.0 < tail <= 0.5):
+        raise ValueError(f"`tail` must be a float in (0, 0.5], received {tail!r}")
+    series = history.get(tag)
+    if not series or not series["step"]:
+        return None
+    last_step = max(series["step"])
+    span = tail * last_step
+    last = [v for s, v in zip(series["step"], series["value"], strict=True)
+            if s > last_step - span]
+    before = [v for s, v in zip(series["step"], series["value"], strict=True)
+              if last_step - 2 * span < s <= last_step - span]
+    if len(last) < 2 or len(before) < 2:
+        return None
+    last_mean, before_mean = statistics.fmean(last), statistics.fmean(before)
+    return {"last": last_mean, "before": before_mean,
+            "relative_change": (last_mean - before_mean) / before_mean}

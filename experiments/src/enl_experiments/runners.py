@@ -28,20 +28,14 @@ import yaml
 from tqdm import tqdm
 
 from enl_core.coco import CocoPaths
-from enl_core.variants import VARIANTS, garden_experiment
 from enl_experiments import torch_job
 from enl_experiments.profiles import Profile
+from enl_experiments.variants import ENL_VARIANT, GARDEN_CONFIG_SLOT, GARDEN_EXPERIMENTS, LABELS
+from enl_experiments.variants import VARIANTS as MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
-# The main job's models and the variant of enl_core.variants each one is;
-# every framework's name for it comes from that table.
-MODEL_VARIANTS = {"baseline": VARIANTS["baseline"], "enl": VARIANTS["3enl_td"]}
-MODELS = tuple(MODEL_VARIANTS)
-LABELS = {model: variant.label for model, variant in MODEL_VARIANTS.items()}
-GARDEN_EXPERIMENTS = {model: garden_experiment(variant)
-                      for model, variant in MODEL_VARIANTS.items()}
-TORCH_VARIANTS = {model: variant.key for model, variant in MODEL_VARIANTS.items()}
+__all__ = ["LABELS", "MODELS", "DataPaths", "StepFailed", "get_runner", "run_logged"]
 
 
 class StepFailed(RuntimeError):
@@ -103,6 +97,14 @@ class DataPaths(CocoPaths):
 
     num_classes: int  # largest category id + 1 (Model Garden counts the background)
     tfrecords: Path  # where the garden adapter writes the TFRecords (never inside COCO_DIR)
+    image_size: tuple[int, int] | None = None  # (height, width) of every image; None: mixed
+    twin_images: Path | None = None  # the counterfactual twins of the validation images
+    twin_annotations: Path | None = None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The COCO split names a run reads (train, val and, when present, the twins)."""
+        return ("train2017", "val2017", *(("twin2017",) if self.twin_annotations else ()))
 
 
 class GardenRunner:
@@ -121,7 +123,7 @@ class GardenRunner:
         shards = 32 if self.profile.own_schedule else 1
         run_logged([sys.executable, "-m", "enl_experiments.garden_job", "convert",
                     "--data", str(data.root), "--out", str(data.tfrecords),
-                    "--num-shards", str(shards)], work / "convert.log",
+                    "--num-shards", str(shards), "--splits", *data.splits], work / "convert.log",
                    "TFRecords (create_coco_tf_record)", env=_child_env())
         stamp.write_text("ok\n")
 
@@ -131,13 +133,16 @@ class GardenRunner:
         config = {"task": {
             "annotation_file": str(data.val_annotations),
             "model": {"num_classes": data.num_classes},
-            "train_data": {"input_path": str(tfrecords / "train2017-*"), "seed": seed},
+            # deterministic: tf.data keeps the element order of its parallel maps.
+            "train_data": {"input_path": str(tfrecords / "train2017-*"), "seed": seed,
+                           "deterministic": True},
             "validation_data": {"input_path": str(tfrecords / "val2017-*")},
         }}
         num_val = len(json.loads(data.val_annotations.read_text())["images"])
         if not profile.own_schedule:
             steps = profile.train_steps
-            config["task"]["model"]["input_size"] = [profile.image_size, profile.image_size, 3]
+            height, width = data.image_size or (profile.image_size, profile.image_size)
+            config["task"]["model"]["input_size"] = [height, width, 3]
             config["task"]["train_data"]["global_batch_size"] = profile.batch_size
             config["task"]["validation_data"]["global_batch_size"] = profile.eval_batch_size
             config["trainer"] = {
@@ -162,8 +167,8 @@ class GardenRunner:
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:
         """Trains ``model`` then predicts on the validation set, in one child process."""
-        common, baseline, enl = self.profile.garden_configs
-        model_config = {"baseline": baseline, "enl": enl}[model]
+        configs = self.profile.garden_configs
+        common, model_config = configs[0], configs[GARDEN_CONFIG_SLOT[model]]
         config_files = [EXPERIMENTS_DIR / c for c in (common, model_config) if c]
         for path in config_files:
             if not path.exists():
@@ -178,6 +183,9 @@ class GardenRunner:
                    str(seed), "--predict-out", str(out)]
         for image_id, x, y in queries:
             command += ["--query", f"{image_id}:{x}:{y}"]
+        if data.twin_annotations:
+            command += ["--twin-pattern", str(data.tfrecords / "twin2017-*"),
+                        "--twin-out", str(out / "twin")]
         run_logged([*command, "--", *flags], out / "train.log",
                    f"{LABELS[model]} (seed {seed})", total, r"train \| step:\s+(\d+)",
                    env=_child_env())
@@ -198,13 +206,17 @@ class TorchRunner:
         """``enl_torch.train`` arguments describing the model; the same list goes
         to ``torch_job predict``, which rebuilds the model from them."""
         profile = self.profile
-        min_size, max_size = profile.torch_sizes or (profile.image_size, profile.image_size)
+        if profile.torch_sizes:
+            min_size, max_size = profile.torch_sizes
+        else:
+            height, width = data.image_size or (profile.image_size, profile.image_size)
+            min_size, max_size = min(height, width), max(height, width)
         args = ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
                 "--model", "maskrcnn_enl_resnet_fpn", "--backbone", profile.torch_backbone,
                 "--fpn-channels", str(profile.torch_fpn_channels),
-                "--variant", TORCH_VARIANTS[model], "--min-size", str(min_size),
+                "--variant", model, "--min-size", str(min_size),
                 "--max-size", str(max_size), "--seed", str(seed)]
-        if model == "enl" and profile.block_input_norm:
+        if model == ENL_VARIANT and profile.block_input_norm:
             # As the garden YAML's decoder options (Profile.block_input_norm, block_norm).
             args += ["--block-input-norm", "--block-norm", profile.block_norm]
         detector = profile.torch_detector_kwargs(EXPERIMENTS_DIR)
@@ -218,7 +230,9 @@ class TorchRunner:
         """Trains ``model`` with ``enl_torch.train``, then predicts (two child processes)."""
         profile = self.profile
         steps = profile.train_steps
-        command = [sys.executable, "-m", "enl_torch.train", *self._args(model, data, seed, out),
+        # torch_job train: enl_torch.train with torch's deterministic algorithms on.
+        command = [sys.executable, "-m", "enl_experiments.torch_job", "train", "--",
+                   *self._args(model, data, seed, out),
                    "--batch-size", str(profile.batch_size), "--steps", str(steps),
                    "--lr", str(profile.torch_learning_rate),
                    "--warmup-steps", str(min(profile.warmup_steps, steps)),
@@ -231,6 +245,12 @@ class TorchRunner:
             command += ["--query", f"{image_id}:{x}:{y}"]
         command += ["--", *self._args(model, data, seed, out)]
         run_logged(command, out / "predict.log", f"predict {LABELS[model]}", env=_child_env())
+        if data.twin_annotations:
+            command = [sys.executable, "-m", "enl_experiments.torch_job", "predict", "--out",
+                       str(out / "twin"), "--", *self._args(model, data, seed, out),
+                       "--val-split", "twin2017"]
+            run_logged(command, out / "predict_twin.log", f"predict {LABELS[model]} (twins)",
+                       env=_child_env())
 
 
 RUNNERS = {"garden": GardenRunner, "torch": TorchRunner}

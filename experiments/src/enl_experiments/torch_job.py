@@ -1,5 +1,10 @@
 """The torch side of the main job (``FRAMEWORK=torch``), run in its own process.
 
+``train -- <enl_torch.train arguments>`` runs ``enl_torch.train`` with torch's
+deterministic algorithms on (``torch.use_deterministic_algorithms``), so the
+same seed gives the same weights; ``enl_torch.train`` seeds the weights, the
+batch order and the augmentation from ``--seed`` itself.
+
 ``predict --out DIR [--query IMAGE_ID:X:Y ...] -- <enl_torch.train arguments>``
 rebuilds the detector exactly as ``enl_torch.train`` does (same parser, same
 builder), loads the last checkpoint of ``--output-dir``, runs it over the
@@ -243,16 +248,35 @@ def predict(out_dir: str, train_argv: list[str], queries: dict[int, tuple[float,
     print(f"wrote {len(detections)} detections for {len(val_set)} images to {out}")
 
 
+def make_deterministic() -> None:
+    """Deterministic torch kernels (an op without one raises instead of varying)."""
+    import torch
+
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def train(train_argv: list[str]) -> int:
+    make_deterministic()
+    from enl_torch import train as torch_train
+
+    return torch_train.main(train_argv)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="python -m enl_experiments.torch_job")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="-- <enl_torch.train arguments>")
     predict_parser = commands.add_parser("predict")
     predict_parser.add_argument("--out", required=True)
     predict_parser.add_argument("--query", action="append", default=[], help="IMAGE_ID:X:Y")
     args = parser.parse_args(argv[:split])
-    predict(args.out, argv[split + 1:], _queries(args.query))
+    if args.command == "train":
+        return train(argv[split + 1:])
+    else:
+        predict(args.out, argv[split + 1:], _queries(args.query))
     return 0
 
 

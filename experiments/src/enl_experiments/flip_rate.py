@@ -1,0 +1,161 @@
+"""The context-reliance test: does a detection's score follow a change of context?
+
+Input: the ``context_val2017.json`` records of :mod:`enl_experiments.context_dataset`
+(for each validation image, the small objects whose class only context
+decides, with their label in the scene and in its counterfactual twin) and a
+model's COCO detections on the scenes and on the twins. An object's *score*
+in an image is the highest score among the detections of its category whose
+box overlaps its box with IoU >= ``iou_threshold`` (0 when there is none).
+
+An object whose label changes between scene and twin *flips* when its score
+moves the way the new label demands, by at least ``MIN_CHANGE``: up when it
+became annotated, down when it stopped being annotated. The *flip rate* is
+the fraction of label-changing objects that flip; an unchanged score (say 0
+in both) is no flip. The margin keeps a model whose score merely jitters
+with any pixel change in its receptive field (half of such jitters point the
+"right" way) from scoring a flip rate near 50%. A detector
+that ignores context keeps every score (its input around the object is the
+same up to far-away pixels) and has a flip rate near 0; one that follows the
+rule has 1.
+
+Example:
+    >>> records = flip_records(context, scene_detections, twin_detections)
+    >>> flip_rate(records)["rate"]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_IOU = 0.5
+MIN_CHANGE = 0.05  # of a score in [0, 1]
+
+
+def box_iou(box_a, box_b) -> float:
+    """IoU of two COCO boxes (x, y, w, h)."""
+    ax0, ay0, aw, ah = box_a
+    bx0, by0, bw, bh = box_b
+    width = min(ax0 + aw, bx0 + bw) - max(ax0, bx0)
+    height = min(ay0 + ah, by0 + bh) - max(ay0, by0)
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def object_score(detections: list[dict], category_id: int, box,
+                 iou_threshold: float = DEFAULT_IOU) -> float:
+    """The best score of a ``category_id`` detection overlapping ``box`` (0 if none).
+
+    Args:
+        detections: one image's COCO results (``category_id``, ``bbox``, ``score``).
+        category_id: the object's candidate class.
+        box: its box (x, y, w, h).
+        iou_threshold: the overlap that counts as the same object.
+    """
+    scores = [d["score"] for d in detections
+              if d["category_id"] == category_id and box_iou(d["bbox"], box) >= iou_threshold]
+    return float(max(scores, default=0.0))
+
+
+def _by_image(detections: list[dict]) -> dict[int, list[dict]]:
+    grouped: dict[int, list[dict]] = {}
+    for detection in detections:
+        grouped.setdefault(int(detection["image_id"]), []).append(detection)
+    return grouped
+
+
+def flip_records(context: dict, scene_detections: list[dict], twin_detections: list[dict],
+                 iou_threshold: float = DEFAULT_IOU, labels: str = "label",
+                 min_change: float = MIN_CHANGE) -> list[dict]:
+    """One record per context-dependent object whose label changes in the twin.
+
+    Args:
+        context: the ``context_val2017.json`` document (``{"images": [...]}``).
+        scene_detections, twin_detections: the model's COCO results on the
+            validation scenes and on their twins (same image ids).
+        iou_threshold: see :func:`object_score`.
+        labels: ``"label"`` (the split's labels, ``label_original`` /
+            ``label_twin``) or ``"rule"`` (the context rule's, ``rule_*``: in
+            the control split, where labels ignore context, how much a model
+            follows the rule anyway).
+        min_change: the least score change in the demanded direction that
+            counts as a flip (>= 0).
+
+    Returns:
+        ``[{"image_id", "uid", "category_id", "distance", "direction" (+1: the
+        object became annotated, -1: it stopped), "score_original",
+        "score_twin", "flipped"}]``.
+
+    Raises:
+        ValueError: naming `labels`, `iou_threshold` or `min_change` and the value received.
+    """
+    if not (isinstance(min_change, (int, float)) and 0.0 <= min_change < 1.0):
+        raise ValueError(f"`min_change` must be in [0, 1), received {min_change!r}")
+    if labels not in ("label", "rule"):
+        raise ValueError(f"`labels` must be 'label' or 'rule', received {labels!r}")
+    if not (isinstance(iou_threshold, (int, float)) and 0.0 < iou_threshold <= 1.0):
+        raise ValueError(f"`iou_threshold` must be in (0, 1], received {iou_threshold!r}")
+    scenes, twins = _by_image(scene_detections), _by_image(twin_detections)
+    records = []
+    for image in context["images"]:
+        image_id = int(image["image_id"])
+        for obj in image["objects"]:
+            before, after = obj[f"{labels}_original"], obj[f"{labels}_twin"]
+            if before == after:
+                continue
+            score_original = object_score(scenes.get(image_id, []), obj["category_id"],
+                                          obj["bbox"], iou_threshold)
+            score_twin = object_score(twins.get(image_id, []), obj["category_id"], obj["bbox"],
+                                      iou_threshold)
+            direction = 1 if after else -1
+            records.append({"image_id": image_id, "uid": obj["uid"],
+                            "category_id": obj["category_id"], "distance": obj["distance"],
+                            "direction": direction, "score_original": score_original,
+                            "score_twin": score_twin,
+                            "flipped": direction * (score_twin - score_original) > 0
+                            and abs(score_twin - score_original) >= min_change})
+    return records
+
+
+def flip_rate(records: list[dict]) -> dict:
+    """``{"rate", "n", "flipped"}`` over ``records``; ``rate`` is None when there are none."""
+    flipped = sum(bool(r["flipped"]) for r in records)
+    return {"rate": flipped / len(records) if records else None, "n": len(records),
+            "flipped": flipped}
+
+
+def per_category(records: list[dict], names: dict[int, str]) -> dict[str, dict]:
+    """:func:`flip_rate` of each category in ``names`` (id -> name)."""
+    return {name: flip_rate([r for r in records if r["category_id"] == category_id])
+            for category_id, name in names.items()}
+
+
+def by_distance(records: list[dict], edges) -> list[dict]:
+    """:func:`flip_rate` in distance bins ``[edges[i], edges[i + 1])`` (the last one closed).
+
+    Returns:
+        ``[{"low", "high", "rate", "n", "flipped"}]``, one per bin.
+
+    Raises:
+        ValueError: fewer than two edges, or edges not increasing.
+    """
+    edges = [float(e) for e in edges]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError(f"`edges` must be >= 2 increasing numbers, received {edges!r}")
+    bins = []
+    for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False)):
+        last = index == len(edges) - 2
+        inside = [r for r in records
+                  if low <= r["distance"] < high or (last and r["distance"] == high)]
+        bins.append({"low": low, "high": high, **flip_rate(inside)})
+    return bins
+
+
+def distance_edges(width: int, count: int = 6) -> list[float]:
+    """``count`` equal distance bins from 0 to the largest distance a strip allows."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"`count` must be an int >= 1, received {count!r}")
+    return [float(v) for v in np.linspace(0.0, math.ceil(width), count + 1)]

@@ -1,0 +1,137 @@
+"""The strip dataset: pure in its seed, rules that hold, twins that change only context."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from enl_experiments import context_dataset as strip
+from enl_experiments import reach
+from enl_experiments.erf_torch import horizontal_reach
+
+SIZE = (64, 512)
+
+
+def _layouts(count=40, size=SIZE):
+    return [strip.sample_layout(np.random.default_rng([0, 1, i]), *size) for i in range(count)]
+
+
+def test_generator_is_a_pure_function_of_its_key():
+    first = strip.scene(3, 1, 5, *SIZE, "context", twin=True)
+    second = strip.scene(3, 1, 5, *SIZE, "context", twin=True)
+    assert np.array_equal(first[0], second[0]) and first[1:] == second[1:]
+    other = strip.scene(4, 1, 5, *SIZE, "context")
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_rules_hold_and_look_alikes_share_the_local_statistics():
+    heads = {True: [], False: []}
+    for layout in _layouts():
+        labels = strip.context_labels(layout)
+        shirts = [p["shirt"] for p in layout["person"]]
+        assert len(set(shirts)) == len(shirts)
+        for head in layout["head"]:
+            assert labels[head["uid"]] == (head["colour"] in shirts)
+            heads[labels[head["uid"]]].append(head["size"])
+        for buoy in layout["buoy"]:
+            same = [b for b in layout["buoy"] if b["colour"] == buoy["colour"]]
+            assert labels[buoy["uid"]] == (len(same) == 2)
+            if len(same) == 2:
+                partner = next(b for b in same if b is not buoy)
+                assert abs(partner["cx"] - buoy["cx"]) >= strip.MIN_CONTEXT_DISTANCE
+        small = layout["head"] + layout["buoy"]
+        for obj in small:
+            assert all(abs(obj["cx"] - p["cx"]) >= strip.MIN_CONTEXT_DISTANCE
+                       for p in layout["person"])
+            assert all(np.hypot(obj["cx"] - o["cx"], obj["cy"] - o["cy"]) >= strip.MIN_SEPARATION
+                       for o in small if o is not obj)
+    # Swimmers and look-alike heads: about as many, the same sizes.
+    assert 0.7 < len(heads[True]) / len(heads[False]) < 1.4
+    assert abs(np.mean(heads[True]) - np.mean(heads[False])) < 0.4
+
+
+def test_layouts_and_pixels_do_not_depend_on_the_split():
+    context = strip.scene(0, 1, 2, *SIZE, "context")
+    control = strip.scene(0, 1, 2, *SIZE, "control")
+    persons = [a["bbox"] for a in context[1] if a["category_id"] == strip.PERSON]
+    assert persons == [a["bbox"] for a in control[1] if a["category_id"] == strip.PERSON]
+    # Unannotated objects are painted too: same pixels, labels differ.
+    assert np.array_equal(context[0], control[0])
+
+
+def test_twin_changes_only_the_context_and_labels_follow_the_rule():
+    kinds = set()
+    for index in range(12):
+        image, annotations, _ = strip.scene(0, 1, index, *SIZE, "context")
+        twin_image, twin_annotations, record = strip.scene(0, 1, index, *SIZE, "context",
+                                                           twin=True)
+        kinds.add(record["intervention"]["type"])
+        changed = np.any(image != twin_image, axis=-1)
+        assert changed.any()
+        ys, xs = np.nonzero(changed)
+        # Only pixels of the changed object differ: within a person's or a square's box.
+        cx, cy = record["intervention"]["cx"], record["intervention"]["cy"]
+        assert np.all(np.abs(xs - cx) <= 0.2 * SIZE[0] + 3) and np.all(np.abs(ys - cy) <= SIZE[0])
+        for obj in record["objects"]:
+            box = obj["bbox"]
+            annotated = [a for a in twin_annotations if a["category_id"] == obj["category_id"]
+                         and np.allclose(a["bbox"], box)]
+            assert bool(annotated) == obj["label_twin"]
+            assert obj["label_twin"] == obj["rule_twin"]
+            assert obj["distance"] > 0
+        flips = [o for o in record["objects"] if o["label_original"] != o["label_twin"]]
+        assert flips, record["intervention"]
+    assert kinds == set(strip.INTERVENTIONS)
+
+
+def test_control_twin_keeps_the_labels():
+    for index in range(6):
+        _, _, record = strip.scene(0, 1, index, *SIZE, "control", twin=True)
+        assert all(o["label_original"] == o["label_twin"] for o in record["objects"])
+        assert any(o["rule_original"] != o["rule_twin"] for o in record["objects"])
+
+
+def test_generate_dataset_writes_scenes_twins_and_the_context_file(tmp_path):
+    paths = strip.generate_dataset(tmp_path, num_train=2, num_val=3, image_size=(64, 256),
+                                   seed=1)
+    val = json.loads(paths.val_annotations.read_text())
+    twin = json.loads(paths.twin_annotations.read_text())
+    assert [i["file_name"] for i in val["images"]] == [i["file_name"] for i in twin["images"]]
+    assert sorted(p.name for p in paths.twin_images.iterdir()) == [
+        i["file_name"] for i in twin["images"]]
+    context = json.loads(paths.context.read_text())
+    assert [r["image_id"] for r in context["images"]] == [1, 2, 3]
+    assert {c["name"] for c in val["categories"]} == {"person", "swimmer", "buoy"}
+    assert all(a["area"] < 32 ** 2 for a in val["annotations"] if a["category_id"] != 1)
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [({"split": "noise"}, "split"),
+                                              ({"image_size": (64, 500)}, "image_size"),
+                                              ({"twins": 1}, "twins"), ({"seed": -1}, "seed")])
+def test_bad_arguments_are_named(tmp_path, kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        strip.generate_dataset(tmp_path, num_train=1, num_val=1, **kwargs)
+
+
+def test_theoretical_reach_of_resnet18_fpn():
+    # ResNet-18: 7x7/2 stem, 3x3/2 pool, 8 basic blocks: the textbook 435 px at C5.
+    assert reach.backbone_receptive_fields(18)["C5"] == {"rf": 435, "stride": 32}
+    levels = reach.theoretical_reach(18)
+    assert levels["P2"]["rf"] == 435 + 2 * 4 and levels["P2"]["radius"] == (443 + 8) / 2
+    # The strip's far half lies beyond what a P2 feature of the baseline can see.
+    assert levels["P2"]["radius"] < SIZE[1] / 2
+    with pytest.raises(ValueError, match="model_id"):
+        reach.backbone_receptive_fields(19)
+
+
+def test_horizontal_reach_of_a_known_gradient():
+    gradient = np.zeros((4, 21))
+    gradient[:, 10] = 5.0  # half the mass at the centre column
+    gradient[0, 13] = gradient[0, 7] = 2.0  # 0.4 at 3 px
+    gradient[2, 18] = 2.0  # 0.2 at 8 px
+    assert horizontal_reach(gradient, 10, (0.5, 0.9, 0.99)) == {
+        "fraction_0.5": 0, "fraction_0.9": 3, "fraction_0.99": 8, "farthest": 8}
+    with pytest.raises(ValueError, match="gradient"):
+        horizontal_reach(np.zeros((2, 3)), 1)
