@@ -143,9 +143,10 @@ def test_main_job_models_are_variants_of_the_shared_table():
     from enl_core.variants import garden_experiment, get_variant
 
     assert runners.GARDEN_EXPERIMENTS == {"baseline": "maskrcnn_resnetfpn_coco",
-                                          "enl": "maskrcnn_resnetfpn_enl_coco"}
+                                          "1nl_bu": "maskrcnn_resnetfpn_nlbu_coco",
+                                          "3enl_td": "maskrcnn_resnetfpn_enl_coco"}
     for model in runners.MODELS:
-        variant = get_variant(runners.TORCH_VARIANTS[model])
+        variant = get_variant(model)
         assert runners.LABELS[model] == variant.label
         assert runners.GARDEN_EXPERIMENTS[model] == garden_experiment(variant)
 

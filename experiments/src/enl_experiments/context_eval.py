@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from enl_core.coco import evaluate, load_detections
 from enl_experiments import context_dataset, dataset, flip_rate, reach
-from enl_experiments.evaluation import evaluate, load_detections
 
 DESIGNS = ("strip", "beach")
 DISTANCE_BINS = 4
