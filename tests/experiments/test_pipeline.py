@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from enl_experiments.evaluation import METRICS
+from enl_experiments.main.evaluation import METRICS
 
 FIGURES = ("loss_curves.png", "ap_bars.png", "detections.png", "attention.png",
            "dct_filters.png")

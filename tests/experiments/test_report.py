@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from enl_experiments import figures, main, report
 from enl_experiments.dataset import generate_dataset
-from enl_experiments.evaluation import METRICS, encode_mask, evaluate
+from enl_experiments.main import cli as main
+from enl_experiments.main import figures, report
+from enl_experiments.main.evaluation import METRICS, encode_mask, evaluate
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

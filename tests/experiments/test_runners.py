@@ -8,9 +8,9 @@ import sys
 import pytest
 import yaml
 
-from enl_experiments import profiles, runners
 from enl_experiments.dataset import generate_dataset
-from enl_experiments.main import _data_paths
+from enl_experiments.main import profiles, runners
+from enl_experiments.main.cli import _data_paths
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enl_experiments.evaluation import encode_mask
+from enl_experiments.main.evaluation import encode_mask
 
 
 def convert(data_dir: str, out_dir: str, num_shards: int = 1) -> dict:
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         # Everything after `--` goes to Model Garden's flags untouched.
-        parser = argparse.ArgumentParser(prog="python -m enl_experiments.garden_job train")
+        parser = argparse.ArgumentParser(prog="python -m enl_experiments.main.garden_job train")
         parser.add_argument("--seed", type=int, required=True)
         parser.add_argument("--predict-out", default=None,
                             help="after training, predict into this folder (as `predict`)")
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
             predict(absl_flags.FLAGS.model_dir, absl_flags.FLAGS.experiment, args.predict_out,
                     _queries(args.query))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m enl_experiments.garden_job")
+    parser = argparse.ArgumentParser(prog="python -m enl_experiments.main.garden_job")
     commands = parser.add_subparsers(dest="command", required=True)
     convert_parser = commands.add_parser("convert")
     convert_parser.add_argument("--data", required=True)

@@ -39,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from enl_experiments import dataset, figures, report
-from enl_experiments.evaluation import evaluate, load_detections
-from enl_experiments.profiles import PROFILES, get_profile
-from enl_experiments.runners import (
+from enl_experiments import dataset
+from enl_experiments.main import figures, report
+from enl_experiments.main.evaluation import evaluate, load_detections
+from enl_experiments.main.profiles import PROFILES, get_profile
+from enl_experiments.main.runners import (
     LABELS,
     MODELS,
     REPO_ROOT,

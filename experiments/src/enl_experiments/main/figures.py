@@ -71,7 +71,7 @@ def ap_bars(aggregated: dict[str, dict], labels: dict[str, str], path) -> Path:
     """AP, APs and per-class AP, boxes and masks, models side by side (std as error bars).
 
     Args:
-        aggregated: ``{model: enl_experiments.report.aggregate(...)}``.
+        aggregated: ``{model: enl_experiments.main.report.aggregate(...)}``.
         labels: legend label per model.
         path: output PNG.
     """

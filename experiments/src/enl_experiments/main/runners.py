@@ -27,9 +27,9 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from enl_experiments.profiles import Profile
+from enl_experiments.main.profiles import Profile
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 MODELS = ("baseline", "enl")
 LABELS = {"baseline": "baseline", "enl": "+3ENL TD"}
@@ -117,7 +117,7 @@ class GardenRunner:
         if stamp.exists():
             return
         shards = 32 if self.profile.own_schedule else 1
-        run_logged([sys.executable, "-m", "enl_experiments.garden_job", "convert",
+        run_logged([sys.executable, "-m", "enl_experiments.main.garden_job", "convert",
                     "--data", str(data.root), "--out", str(data.tfrecords),
                     "--num-shards", str(shards)], work / "convert.log",
                    "TFRecords (create_coco_tf_record)", env=_child_env())
@@ -172,7 +172,7 @@ class GardenRunner:
                  f"--model_dir={out / 'model'}"]
         flags += [f"--config_file={path}" for path in (*config_files, run_config)]
         total = None if self.profile.own_schedule else self.profile.train_steps
-        command = [sys.executable, "-m", "enl_experiments.garden_job", "train", "--seed",
+        command = [sys.executable, "-m", "enl_experiments.main.garden_job", "train", "--seed",
                    str(seed), "--predict-out", str(out)]
         for image_id, x, y in queries:
             command += ["--query", f"{image_id}:{x}:{y}"]
@@ -223,7 +223,8 @@ class TorchRunner:
                    "--checkpoint-every", str(steps), "--no-eval", "--clip-grad-norm", "10"]
         run_logged(command, out / "train.log", f"{LABELS[model]} (seed {seed})", steps,
                    r'"step":\s*(\d+)', env=_child_env())
-        command = [sys.executable, "-m", "enl_experiments.torch_job", "predict", "--out", str(out)]
+        command = [sys.executable, "-m", "enl_experiments.main.torch_job", "predict",
+                   "--out", str(out)]
         for image_id, x, y in queries:
             command += ["--query", f"{image_id}:{x}:{y}"]
         command += ["--", *self._args(model, data, seed, out)]

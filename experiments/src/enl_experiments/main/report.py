@@ -1,6 +1,6 @@
 """Side-by-side tables, seed aggregation and the summary files of a run.
 
-Input is the per-seed output of :func:`enl_experiments.evaluation.evaluate`
+Input is the per-seed output of :func:`enl_experiments.main.evaluation.evaluate`
 for each model: ``runs[model][seed] = {"bbox": {...}, "segm": {...}}``. The
 table puts the models in columns (baseline first), the metrics in rows, and a
 last column with the difference to the baseline; with several seeds each cell
@@ -14,7 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
-from enl_experiments.evaluation import IOU_TYPES, METRICS
+from enl_experiments.main.evaluation import IOU_TYPES, METRICS
 
 IOU_LABELS = {"bbox": "box", "segm": "mask"}
 

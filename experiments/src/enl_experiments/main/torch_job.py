@@ -140,7 +140,7 @@ def predict(out_dir: str, train_argv: list[str], queries: dict[int, tuple[float,
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="python -m enl_experiments.torch_job")
+    parser = argparse.ArgumentParser(prog="python -m enl_experiments.main.torch_job")
     commands = parser.add_subparsers(dest="command", required=True)
     predict_parser = commands.add_parser("predict")
     predict_parser.add_argument("--out", required=True)
