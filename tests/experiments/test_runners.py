@@ -58,7 +58,7 @@ def test_garden_run_config_carries_the_profile_budget(tmp_path, data):
 def test_every_profile_names_config_files_that_exist():
     for profile in profiles.PROFILES.values():
         for name in profile.garden_configs:
-            assert name is None or (runners.EXPERIMENTS_DIR / name).is_file(), name
+            assert name is None or (runners.config_root() / name).is_file(), name
 
 
 def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
@@ -75,7 +75,7 @@ def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
 
 
 def _decoder_block_input_norm(config_name: str) -> tuple[bool, str]:
-    config = yaml.safe_load((runners.EXPERIMENTS_DIR / config_name).read_text())
+    config = yaml.safe_load((runners.config_root() / config_name).read_text())
     decoder = config["task"]["model"]["decoder"]
     options = decoder.get(decoder["type"], {})
     # Absent keys take enl_keras.garden's defaults (False, "batch").
@@ -124,7 +124,7 @@ def test_profile_torch_detector_mirrors_the_garden_common_config():
         if common is None:
             assert profile.torch_detector is None, profile.name
             continue
-        model = yaml.safe_load((runners.EXPERIMENTS_DIR / common).read_text())["task"]["model"]
+        model = yaml.safe_load((runners.config_root() / common).read_text())["task"]["model"]
         torch_detector = profile.torch_detector
         anchor = {**GARDEN_ANCHOR_DEFAULTS, **model["anchor"]}
         assert anchor["num_scales"] == 1  # torch: one size per map

@@ -300,7 +300,7 @@ def test_bad_arguments_raise_naming_them(kwargs, error, match):
         maskrcnn_enl_resnet_fpn(**{"num_classes": 2, **kwargs})
 
 
-# The main job's torch detector, as Model Garden's experiments/configs/beach_common.yaml.
+# The main job's torch detector, as Model Garden's enl_experiments/configs/beach_common.yaml.
 GARDEN_SIZED = {"anchor_sizes": (8, 16, 32, 64, 128), "box_head_fc_dims": (256,),
                 "mask_head_channels": (64, 64), "rpn_pre_nms_top_n_train": 1000,
                 "rpn_post_nms_top_n_train": 256, "rpn_pre_nms_top_n_test": 500,

@@ -46,7 +46,6 @@ from enl_experiments.main.profiles import PROFILES, get_profile
 from enl_experiments.main.runners import (
     LABELS,
     MODELS,
-    REPO_ROOT,
     DataPaths,
     StepFailed,
     get_runner,
@@ -225,8 +224,18 @@ def seed_list(first: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-def run(args) -> Path:
-    """Runs the whole job; returns the completed results folder."""
+def dry_run(args, runner, profile_name: str, seeds: list[int]) -> None:
+    """Prints what :func:`run` would do, having checked what it needs first."""
+    print(f"profile {profile_name}, framework {args.framework}, seeds {seeds}")
+    for model in MODELS:
+        names = [str(path) for path in runner.config_files(model)] or ["none (profile sizes)"]
+        print(f"{LABELS[model]} configs: {', '.join(names)}")
+    print(f"data: {args.coco_dir or Path(args.data_dir).resolve()}")
+    print(f"results: {Path(args.results_dir).resolve()}")
+
+
+def run(args) -> Path | None:
+    """Runs the whole job; returns the completed results folder (None for a dry run)."""
     started = time.time()
     profile_name = args.profile or ("paper" if args.coco_dir else "default")
     profile = get_profile(profile_name)
@@ -234,8 +243,10 @@ def run(args) -> Path:
                                    ("learning_rate", args.learning_rate)) if v is not None}
     if overrides:
         profile = dataclasses.replace(profile, **overrides)
-    runner = get_runner(args.framework, profile)
+    runner = get_runner(args.framework, profile, args.config_dir)
     seeds = seed_list(args.first_seed, args.seeds)
+    if args.dry_run:
+        return dry_run(args, runner, profile_name, seeds)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     source = "coco" if args.coco_dir else f"beach-{args.split}"
     run_name = args.run_name or f"{stamp}-{args.framework}-{profile_name}-{source}"
@@ -323,8 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="context", choices=dataset.SPLITS,
                         help="embedded dataset split: 'context' or the 'control'")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset")
-    parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"))
-    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    parser.add_argument("--data-dir", default="data",
+                        help="generated data and TFRecords (default: data/ in the current folder)")
+    parser.add_argument("--results-dir", default="results",
+                        help="run folders (default: results/ in the current folder)")
+    parser.add_argument("--config-dir", default="",
+                        help="YAML configs laid out as the packaged enl_experiments/configs/ "
+                             "(beach_*.yaml, garden/*.yaml); default: the packaged ones")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the framework's extra and the configs, print the plan, "
+                             "write nothing")
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="override the profile's steps per model and seed")
@@ -345,6 +364,7 @@ def main(argv=None) -> int:
     # make passes unset knobs as empty strings.
     args.coco_dir = args.coco_dir or None
     args.profile = args.profile or None
+    args.config_dir = args.config_dir or None
     try:
         run(args)
     except (StepFailed, ValueError, FileNotFoundError) as error:

@@ -4,7 +4,7 @@
 seed); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
 CPU); ``tiny`` is the test's few-step smoke run; ``paper`` is the protocol of
 the paper's Tables 1 and 2 on real COCO (``COCO_DIR``), with Model Garden's
-ResNet-50 FPN configs of ``experiments/garden/``.
+ResNet-50 FPN configs of ``enl_experiments/configs/garden/``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class TorchDetector:
     """Sizes of the torch mirror's detector (``enl_torch.train`` flags).
 
     :data:`BEACH_TORCH_DETECTOR` mirrors Model Garden's
-    ``experiments/configs/beach_common.yaml``, which the garden side of the
+    ``enl_experiments/configs/beach_common.yaml``, which the garden side of the
     ``default`` / ``full`` / ``tiny`` profiles trains (a test holds the two
     equal where they overlap). torchvision's own defaults (32..512 px anchors,
     2000 proposals, 512 sampled RoIs, a 1024-wide two-FC box head, four
@@ -74,7 +74,7 @@ class TorchDetector:
         return args
 
 
-# Mirrors experiments/configs/beach_common.yaml (see TorchDetector).
+# Mirrors enl_experiments/configs/beach_common.yaml (see TorchDetector).
 BEACH_TORCH_DETECTOR = TorchDetector()
 
 
@@ -91,9 +91,9 @@ class Profile:
         learning_rate, warmup_steps: SGD (momentum 0.9) peak rate and linear warm-up
             (cosine decay to 0 after it).
         summary_interval: steps between logged losses.
-        garden_configs: ``(common, baseline, enl)`` YAML files under
-            ``experiments/configs/`` (or ``experiments/garden/`` for ``paper``);
-            ``None`` entries are skipped.
+        garden_configs: ``(common, baseline, enl)`` YAML files, relative to the
+            packaged ``enl_experiments/configs/`` (``garden/`` for ``paper``) or
+            to ``--config-dir``; ``None`` entries are skipped.
         block_input_norm: the +3ENL TD model's blocks see a normalised
             input (``x + ENL(n) - n``, ``n = norm(x)``); mirrors ``block_input_norm`` of the
             ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
@@ -134,8 +134,7 @@ class Profile:
     learning_rate: float
     warmup_steps: int
     summary_interval: int
-    garden_configs: tuple = ("configs/beach_common.yaml", "configs/beach_baseline.yaml",
-                             "configs/beach_enl.yaml")
+    garden_configs: tuple = ("beach_common.yaml", "beach_baseline.yaml", "beach_enl.yaml")
     block_input_norm: bool = True
     block_norm: str = "layer"
     torch_backbone: str = "resnet18"

@@ -15,13 +15,17 @@ A child that exits non-zero raises :class:`StepFailed` with the end of its log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 from collections import deque
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
@@ -29,8 +33,6 @@ from tqdm import tqdm
 
 from enl_experiments.main.profiles import Profile
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 MODELS = ("baseline", "enl")
 LABELS = {"baseline": "baseline", "enl": "+3ENL TD"}
 GARDEN_EXPERIMENTS = {"baseline": "maskrcnn_resnetfpn_coco", "enl": "maskrcnn_resnetfpn_enl_coco"}
@@ -39,6 +41,47 @@ TORCH_VARIANTS = {"baseline": "baseline", "enl": "3enl_td"}
 
 class StepFailed(RuntimeError):
     """A step of the main job failed; the message says which and why."""
+
+
+def config_root(config_dir: str | Path | None = None) -> Traversable:
+    """Where the YAML configs of the profiles are read from.
+
+    Args:
+        config_dir: a folder laid out as the packaged one (``beach_*.yaml``,
+            ``garden/*.yaml``); None: the YAML files shipped inside the package
+            (``enl_experiments/configs/``, read with :mod:`importlib.resources`).
+
+    Raises:
+        ValueError: naming `config_dir` when it is not a folder.
+    """
+    if config_dir is None:
+        return resources.files("enl_experiments") / "configs"
+    path = Path(config_dir)
+    if not path.is_dir():
+        raise ValueError(f"`config_dir` must be a folder of YAML configs, received {config_dir!r}")
+    return path
+
+
+def require_modules(framework: str, modules: tuple[str, ...], extra: str) -> None:
+    """Checks, without importing them, that ``modules`` are installed.
+
+    The main process never imports a framework (its children do), so the
+    check uses :func:`importlib.util.find_spec`, before any work starts.
+
+    Raises:
+        StepFailed: naming the missing modules and the ``pip install`` line.
+    """
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise StepFailed(f"the {framework} framework needs `pip install enl-experiments[{extra}]` "
+                         f"(missing: {', '.join(missing)})")
 
 
 def run_logged(command: list[str], log_path: Path, description: str, total: int | None = None,
@@ -65,7 +108,7 @@ def run_logged(command: list[str], log_path: Path, description: str, total: int 
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, env=env, cwd=REPO_ROOT)
+                                   text=True, bufsize=1, env=env)
         assert process.stdout is not None  # noqa: S101  (Popen with PIPE always sets it)
         for line in process.stdout:
             log.write(line)
@@ -107,9 +150,13 @@ class GardenRunner:
     """Model Garden (tf_keras) through ``enl_keras.garden.train``."""
 
     name = "garden"
+    # Top-level names only: find_spec of a submodule would import its parent.
+    modules = ("tensorflow", "tf_keras", "official", "enl_keras")
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, config_dir: str | Path | None = None):
         self.profile = profile
+        self.configs = config_root(config_dir)
+        require_modules(self.name, self.modules, "garden")
 
     def prepare(self, data: DataPaths, work: Path) -> None:
         """TFRecords of both splits with Model Garden's create_coco_tf_record (cached)."""
@@ -157,15 +204,31 @@ class GardenRunner:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
+    def config_files(self, model: str) -> list[Traversable]:
+        """The profile's YAML files for ``model``, common one first.
+
+        Raises:
+            StepFailed: a file is missing (names it and the profile).
+        """
+        common, baseline, enl = self.profile.garden_configs
+        model_config = {"baseline": baseline, "enl": enl}[model]
+        config_files = [self.configs / c for c in (common, model_config) if c]
+        for path in config_files:
+            if not path.is_file():
+                raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
+        return config_files
+
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:
         """Trains ``model`` then predicts on the validation set, in one child process."""
-        common, baseline, enl = self.profile.garden_configs
-        model_config = {"baseline": baseline, "enl": enl}[model]
-        config_files = [EXPERIMENTS_DIR / c for c in (common, model_config) if c]
-        for path in config_files:
-            if not path.exists():
-                raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
+        config_files = self.config_files(model)
+        with contextlib.ExitStack() as stack:
+            # Model Garden reads files by path: as_file gives one for any package layout.
+            paths = [stack.enter_context(resources.as_file(path)) for path in config_files]
+            self._train_and_predict(model, paths, data, seed, out, queries)
+
+    def _train_and_predict(self, model: str, config_files: list[Path], data: DataPaths,
+                           seed: int, out: Path, queries: list[tuple[int, float, float]]) -> None:
         run_config = self._run_config(data, seed, out)
         flags = [f"--experiment={GARDEN_EXPERIMENTS[model]}",
                  f"--mode={self.profile.garden_mode}",
@@ -185,9 +248,18 @@ class TorchRunner:
     """The torchvision mirror through ``enl_torch.train`` (reads the COCO JSON directly)."""
 
     name = "torch"
+    modules = ("torch", "torchvision", "enl_torch")
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, config_dir: str | Path | None = None):
+        if config_dir is not None:
+            raise ValueError("`config_dir` is read by the garden framework only (the torch "
+                             f"mirror's sizes come from the profile), received {config_dir!r}")
         self.profile = profile
+        require_modules(self.name, self.modules, "torch")
+
+    def config_files(self, model: str) -> list[Traversable]:
+        """None: the torch mirror reads no YAML (its sizes are the profile's)."""
+        return []
 
     def prepare(self, data: DataPaths, work: Path) -> None:
         """Nothing to convert: the torch mirror reads images and JSON."""
@@ -234,12 +306,18 @@ class TorchRunner:
 RUNNERS = {"garden": GardenRunner, "torch": TorchRunner}
 
 
-def get_runner(framework: str, profile: Profile):
+def get_runner(framework: str, profile: Profile, config_dir: str | Path | None = None):
     """The adapter for ``framework`` ("garden" or "torch").
+
+    Args:
+        framework: "garden" or "torch".
+        profile: the budget.
+        config_dir: see :func:`config_root` (None: the packaged YAML files).
 
     Raises:
         ValueError: naming `framework` and the value received.
+        StepFailed: the framework's extra is not installed (names the ``pip install`` line).
     """
     if framework not in RUNNERS:
         raise ValueError(f"`framework` must be one of {sorted(RUNNERS)}, received {framework!r}")
-    return RUNNERS[framework](profile)
+    return RUNNERS[framework](profile, config_dir)
