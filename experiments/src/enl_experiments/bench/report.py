@@ -11,25 +11,12 @@ from enl_experiments.bench import targets as targets_lib
 from enl_experiments.bench.cases import IMPLEMENTATIONS
 from enl_experiments.bench.config import BLOCK_MODES
 from enl_experiments.bench.paper import TABLE_3
+from enl_experiments.common.markdown import table
 
 MIB = 2**20
 MODE_TITLES = {"forward": "forward", "forward_backward": "forward + backward"}
 SHORT_STATUS = {"infeasible": "infeasible", "skipped": "skipped", "error": "error",
                 "unavailable": "unavailable"}
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table.
-
-    Example:
-        >>> print(table(["a", "b"], [["1", "2"]]))
-        | a | b |
-        |---|---|
-        | 1 | 2 |
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def format_seconds(seconds: float) -> str:

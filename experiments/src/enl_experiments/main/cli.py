@@ -29,10 +29,8 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from enl_experiments import dataset
+from enl_experiments.common import machine
 from enl_experiments.main import figures, report
 from enl_experiments.main.evaluation import evaluate, load_detections
 from enl_experiments.main.profiles import PROFILES, get_profile
@@ -52,34 +51,6 @@ from enl_experiments.main.runners import (
 )
 
 SMALL_AREA = 32 ** 2  # COCO's "small" objects
-
-
-def machine_description() -> str:
-    """CPU model, cores, memory and GPUs of this machine, in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    try:
-        import psutil
-
-        text += f", {psutil.virtual_memory().total / 2 ** 30:.0f} GiB RAM"
-    except ImportError:
-        pass
-    try:
-        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout
-        gpus = [g.strip() for g in gpus.splitlines() if g.strip()]
-        text += f", GPUs: {', '.join(gpus)}" if gpus else ", no GPU"
-    except (OSError, subprocess.SubprocessError):
-        text += ", no GPU"
-    return text
 
 
 def _data_paths(root: Path, tfrecords: Path) -> DataPaths:
@@ -292,7 +263,8 @@ def run(args) -> Path | None:
     meta = {
         "title": f"baseline vs +3ENL TD, Mask R-CNN ({args.framework}), "
                  f"{'COCO 2017' if args.coco_dir else f'embedded dataset, {args.split} split'}",
-        "command": command, "machine": machine_description(), "framework": args.framework,
+        "command": command, "machine": machine.describe(machine.machine_info()),
+        "framework": args.framework,
         "profile": profile_name, "data": str(data.root), "seeds": seeds,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "

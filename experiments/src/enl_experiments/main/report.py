@@ -14,6 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
+from enl_experiments.common import markdown
 from enl_experiments.main.evaluation import IOU_TYPES, METRICS
 
 IOU_LABELS = {"bbox": "box", "segm": "mask"}
@@ -105,12 +106,12 @@ def comparison_table(aggregated: dict[str, dict], labels: dict[str, str] | None 
     header = ["metric", *(labels[m] for m in models)]
     if len(models) > 1:
         header += [f"Δ {labels[m]}" for m in models[1:]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for label, stats in table_rows(aggregated, models):
         cells = [label, *(_cell(stats[m]) for m in models)]
         cells += [_delta(stats[m], stats[models[0]]) for m in models[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown.table(header, rows)
 
 
 def _json_safe(value):

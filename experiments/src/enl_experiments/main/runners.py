@@ -19,11 +19,8 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
-import os
 import re
-import subprocess
 import sys
-from collections import deque
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -31,6 +28,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from enl_experiments.common import proc
 from enl_experiments.main.profiles import Profile
 
 MODELS = ("baseline", "enl")
@@ -94,43 +92,29 @@ def run_logged(command: list[str], log_path: Path, description: str, total: int 
         description: the bar's label and the failure message's subject.
         total: steps for the bar; None shows a spinner-like counter of lines.
         step_pattern: regex with one group, the current step, searched in each line.
-        env: environment of the child (default: this one).
+        env: environment of the child (default: :func:`~enl_experiments.common.proc.child_env`).
 
     Raises:
         StepFailed: the child exited non-zero (message: exit code, log path,
             last 25 lines).
     """
     pattern = re.compile(step_pattern) if step_pattern else None
-    tail: deque[str] = deque(maxlen=25)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, tqdm(total=total, desc=description, unit="step",
                                           leave=True, dynamic_ncols=True) as bar:
-        log.write("$ " + " ".join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, env=env)
-        assert process.stdout is not None  # noqa: S101  (Popen with PIPE always sets it)
-        for line in process.stdout:
-            log.write(line)
-            log.flush()  # so `tail -f` on the log follows a long step
-            tail.append(line.rstrip())
+
+        def advance(line: str) -> None:
             if pattern and total:
                 match = pattern.search(line)
                 if match:
                     bar.update(max(0, min(total, int(match.group(1))) - bar.n))
-        code = process.wait()
-        if code == 0 and total:
+
+        result = proc.run_child(command, log, env=env, on_line=advance)
+        if result.returncode == 0 and total:
             bar.update(total - bar.n)
-    if code != 0:
-        raise StepFailed(f"{description} failed (exit code {code}); full log: {log_path}\n"
-                         + "\n".join(f"    {line}" for line in tail))
-
-
-def _child_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    if result.returncode != 0:
+        raise StepFailed(f"{description} failed (exit code {result.returncode}); full log: "
+                         f"{log_path}\n" + "\n".join(f"    {line}" for line in result.tail))
 
 
 @dataclasses.dataclass
@@ -167,7 +151,7 @@ class GardenRunner:
         run_logged([sys.executable, "-m", "enl_experiments.main.garden_job", "convert",
                     "--data", str(data.root), "--out", str(data.tfrecords),
                     "--num-shards", str(shards)], work / "convert.log",
-                   "TFRecords (create_coco_tf_record)", env=_child_env())
+                   "TFRecords (create_coco_tf_record)", env=proc.child_env())
         stamp.write_text("ok\n")
 
     def _run_config(self, data: DataPaths, seed: int, out: Path) -> Path:
@@ -241,7 +225,7 @@ class GardenRunner:
             command += ["--query", f"{image_id}:{x}:{y}"]
         run_logged([*command, "--", *flags], out / "train.log",
                    f"{LABELS[model]} (seed {seed})", total, r"train \| step:\s+(\d+)",
-                   env=_child_env())
+                   env=proc.child_env())
 
 
 class TorchRunner:
@@ -294,13 +278,13 @@ class TorchRunner:
                    "--log-every", str(min(profile.summary_interval, steps)),
                    "--checkpoint-every", str(steps), "--no-eval", "--clip-grad-norm", "10"]
         run_logged(command, out / "train.log", f"{LABELS[model]} (seed {seed})", steps,
-                   r'"step":\s*(\d+)', env=_child_env())
+                   r'"step":\s*(\d+)', env=proc.child_env())
         command = [sys.executable, "-m", "enl_experiments.main.torch_job", "predict",
                    "--out", str(out)]
         for image_id, x, y in queries:
             command += ["--query", f"{image_id}:{x}:{y}"]
         command += ["--", *self._args(model, data, seed, out)]
-        run_logged(command, out / "predict.log", f"predict {LABELS[model]}", env=_child_env())
+        run_logged(command, out / "predict.log", f"predict {LABELS[model]}", env=proc.child_env())
 
 
 RUNNERS = {"garden": GardenRunner, "torch": TorchRunner}
