@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from enl_experiments.bench import cli as bench_cli
+from enl_experiments.common import extras
 from enl_experiments.main import cli, profiles, runners
 
 
@@ -35,10 +37,26 @@ def test_config_dir_must_be_a_folder(tmp_path):
 
 
 def test_a_missing_extra_is_named_with_its_pip_line():
-    with pytest.raises(runners.StepFailed,
-                       match=r"pip install enl-experiments\[garden\]`.*missing: no_such_module"):
-        runners.require_modules("garden", ("json", "no_such_module"), "garden")
-    runners.require_modules("garden", ("json",), "garden")
+    with pytest.raises(extras.MissingExtra, match=r"the garden framework needs "
+                       r"`pip install enl-experiments\[garden\]` \(missing: no_such_module\)"):
+        extras.require_modules("the garden framework", ("json", "no_such_module"), "garden")
+    extras.require_modules("the garden framework", ("json",), "garden")
+    with pytest.raises(ValueError, match="`modules` must be top-level"):
+        extras.require_modules("x", ("enl_keras.garden",), "garden")
+
+
+def test_the_main_job_names_the_missing_extra_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runners.TorchRunner, "modules", ("torch", "no_such_torchvision"))
+    assert cli.main(["--profile", "tiny", "--framework", "torch"]) == 1
+    assert "needs `pip install enl-experiments[torch]`" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bench_names_the_missing_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench_cli.SECTION_MODULES, "torch", ("no_such_torch",))
+    assert bench_cli.main(["--sections", "torch", "--out", str(tmp_path / "bench")]) == 1
+    assert "torch section needs `pip install enl-experiments[bench]`" in capsys.readouterr().err
 
 
 def test_dry_run_reads_the_configs_and_writes_nothing(tmp_path, monkeypatch, capsys):

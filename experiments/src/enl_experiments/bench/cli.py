@@ -30,9 +30,12 @@ from enl_experiments.bench.config import (
     parse_image_size,
     quick_config,
 )
-from enl_experiments.common import machine, proc
+from enl_experiments.common import extras, machine, proc
 
 SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800}
+# What each section's worker imports (top-level names), all from the `bench` extra.
+SECTION_MODULES = {"torch": ("torch", "enl_torch"), "keras": ("keras", "tensorflow", "enl_keras"),
+                   "detectors": ("tensorflow", "tf_keras", "official", "enl_keras")}
 
 
 def _now() -> str:
@@ -190,6 +193,13 @@ def main(argv=None) -> int:
         print(report.summary(results))
         return 0
     config = config_from_args(args)
+    try:
+        for section in config.sections:
+            extras.require_modules(f"the bench's {section} section", SECTION_MODULES[section],
+                                   "bench")
+    except extras.MissingExtra as error:
+        print(f"bench FAILED: {error}", file=sys.stderr)
+        return 1
     results = {"sections": {}}
     if args.sections and os.path.exists(results_path):
         with open(results_path) as handle:

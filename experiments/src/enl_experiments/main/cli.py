@@ -39,6 +39,7 @@ import numpy as np
 
 from enl_experiments import dataset
 from enl_experiments.common import machine
+from enl_experiments.common.extras import MissingExtra
 from enl_experiments.main import figures, report
 from enl_experiments.main.evaluation import evaluate, load_detections
 from enl_experiments.main.profiles import PROFILES, get_profile
@@ -339,7 +340,7 @@ def main(argv=None) -> int:
     args.config_dir = args.config_dir or None
     try:
         run(args)
-    except (StepFailed, ValueError, FileNotFoundError) as error:
+    except (StepFailed, MissingExtra, ValueError, FileNotFoundError) as error:
         print(f"\nexperiment FAILED: {error}", file=sys.stderr)
         print("no results folder was completed (partial output stays under "
               f"{Path(args.results_dir).resolve()}/.incomplete-*)", file=sys.stderr)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import re
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from enl_experiments.common import proc
+from enl_experiments.common import extras, proc
 from enl_experiments.main.profiles import Profile
 
 MODELS = ("baseline", "enl")
@@ -58,28 +57,6 @@ def config_root(config_dir: str | Path | None = None) -> Traversable:
     if not path.is_dir():
         raise ValueError(f"`config_dir` must be a folder of YAML configs, received {config_dir!r}")
     return path
-
-
-def require_modules(framework: str, modules: tuple[str, ...], extra: str) -> None:
-    """Checks, without importing them, that ``modules`` are installed.
-
-    The main process never imports a framework (its children do), so the
-    check uses :func:`importlib.util.find_spec`, before any work starts.
-
-    Raises:
-        StepFailed: naming the missing modules and the ``pip install`` line.
-    """
-    missing = []
-    for name in modules:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # a parent package is missing
-            found = False
-        if not found:
-            missing.append(name)
-    if missing:
-        raise StepFailed(f"the {framework} framework needs `pip install enl-experiments[{extra}]` "
-                         f"(missing: {', '.join(missing)})")
 
 
 def run_logged(command: list[str], log_path: Path, description: str, total: int | None = None,
@@ -140,7 +117,7 @@ class GardenRunner:
     def __init__(self, profile: Profile, config_dir: str | Path | None = None):
         self.profile = profile
         self.configs = config_root(config_dir)
-        require_modules(self.name, self.modules, "garden")
+        extras.require_modules("the garden framework", self.modules, "garden")
 
     def prepare(self, data: DataPaths, work: Path) -> None:
         """TFRecords of both splits with Model Garden's create_coco_tf_record (cached)."""
@@ -239,7 +216,7 @@ class TorchRunner:
             raise ValueError("`config_dir` is read by the garden framework only (the torch "
                              f"mirror's sizes come from the profile), received {config_dir!r}")
         self.profile = profile
-        require_modules(self.name, self.modules, "torch")
+        extras.require_modules("the torch framework", self.modules, "torch")
 
     def config_files(self, model: str) -> list[Traversable]:
         """None: the torch mirror reads no YAML (its sizes are the profile's)."""
@@ -300,7 +277,7 @@ def get_runner(framework: str, profile: Profile, config_dir: str | Path | None =
 
     Raises:
         ValueError: naming `framework` and the value received.
-        StepFailed: the framework's extra is not installed (names the ``pip install`` line).
+        MissingExtra: the framework's extra is not installed (names the ``pip install`` line).
     """
     if framework not in RUNNERS:
         raise ValueError(f"`framework` must be one of {sorted(RUNNERS)}, received {framework!r}")
