@@ -1,4 +1,4 @@
-"""Issue 7's targets computed from results (enl_experiments.bench.targets)."""
+"""The bench's targets computed from results (enl_experiments.bench.targets)."""
 
 import pytest
 from results_factory import detector_variants, scaling_section

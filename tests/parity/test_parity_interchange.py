@@ -1,4 +1,4 @@
-"""Weight interchange across frameworks and processes (issue 8).
+"""Weight interchange across frameworks and processes (README, "Cross-framework parity").
 
 The weights of each block travel around a chain of workers, each in its own
 process, every hop through the framework's own weight file:

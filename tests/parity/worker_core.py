@@ -92,7 +92,7 @@ def upsample(feature: np.ndarray) -> np.ndarray:
 
 
 def reference_top_down(spec: dict, laterals: dict, weights: dict) -> dict:
-    """The ENL-FPN top-down stream, written plainly (ENL-SPEC "Coarse-to-fine
+    """The ENL-FPN top-down stream, written plainly (docs/ENL-SPEC.md "Coarse-to-fine
     placement"): ``P5 = block_5(lat5)``, ``P_l = block_l(lat_l + up(P_{l+1}))``;
     a level without a block passes its merged feature on unchanged.
 

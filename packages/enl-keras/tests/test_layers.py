@@ -473,7 +473,7 @@ def test_parameter_count_matches_cost_model(kwargs):
         256, kwargs.get("inter_channels"), use_bias=kwargs.get("use_bias", True),
         dct_size=kwargs.get("dct_size"), learnable_dct_weights="dct_weights" in kwargs)
     if not kwargs:
-        assert layer.count_params() == 131_712  # ENL-SPEC, C = 256
+        assert layer.count_params() == 131_712  # docs/ENL-SPEC.md, C = 256
 
 
 # ------------------------------------------------- weight interchange

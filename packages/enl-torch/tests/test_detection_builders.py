@@ -28,7 +28,7 @@ BUILDERS = {"faster": (fasterrcnn_enl_resnet_fpn, FasterRCNN),
 # Small inputs and few proposals keep a CPU forward around a second.
 SMALL = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 50,
          "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 10}
-# ENL-SPEC "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
+# docs/ENL-SPEC.md "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
 FPN_CHANNELS = 256
 # res4 (layer3) output: 4 x 256 with Bottleneck, 256 with BasicBlock (R18 / R34).
 RES4_CHANNELS = {"resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024,

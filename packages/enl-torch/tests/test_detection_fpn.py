@@ -1,6 +1,6 @@
 """ENLFeaturePyramidNetwork: torchvision's FPN with blocks on the top-down stream.
 
-The expected function is the coarse-to-fine recursion of ENL-SPEC ("Coarse-
+The expected function is the coarse-to-fine recursion of docs/ENL-SPEC.md ("Coarse-
 to-fine placement") written out level by level with the module's own
 sub-modules; the plain torchvision FPN is the reference when the blocks are
 the identity (zero-initialised ``out``).

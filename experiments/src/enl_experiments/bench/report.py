@@ -235,7 +235,7 @@ def render(results: dict) -> str:
            f"{machine.get('load_average', '?')}.",
            f"Blocks: C = {config.get('channels')}, C' = {config.get('inter_channels')}, "
            f"batch {config.get('batch')}, float32; N = side^2 for sides {config.get('sides')}.",
-           "", "## Targets (issue 7)", "", targets_section(results), "",
+           "", "## Targets", "", targets_section(results), "",
            "## 1. Cost table (paper Table 3)", "",
            detector_section(sections.get("detectors", {})),
            "## 2. Block scaling", "",
@@ -313,7 +313,7 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
         out += [f"Block scaling, {framework} ({threads} threads), C = 256, C' = 128, median "
                 "time:", "", table(["N", "pass"] + implementations, rows), ""]
     targets = targets_lib.all_targets(results)
-    out += [f"Targets of issue 7: {sum(t.status == 'met' for t in targets)} of {len(targets)} "
+    out += [f"Targets: {sum(t.status == 'met' for t in targets)} of {len(targets)} "
             "met.", "",
             table(["target", "goal", "measured", "status"],
                   [[t.name, t.goal, t.measured, t.status] for t in targets])]

@@ -1,4 +1,4 @@
-"""Issue 7's targets, checked against one run's results: met / not met / not measured.
+"""The bench's targets, checked against one run's results: met / not met / not measured.
 
 Every target yields a row with the measured number, whatever it is; a target
 whose entries did not run says why ("not measured"), it is never left out.
@@ -203,13 +203,13 @@ def all_targets(results: dict) -> list[Target]:
             targets += scaling_targets(framework, sections[framework])
         else:
             reason = sections.get(framework, {}).get("error", "section not run")
-            targets.append(Target(f"[{framework}] block scaling targets", "see issue 7",
+            targets.append(Target(f"[{framework}] block scaling targets", "see README",
                                   reason, "not measured"))
     variants = sections.get("detectors", {}).get("variants")
     if variants:
         targets += detector_targets(variants)
     else:
-        targets.append(Target("[detectors] cost-table targets", "see issue 7",
+        targets.append(Target("[detectors] cost-table targets", "see README",
                               sections.get("detectors", {}).get("error", "section not run"),
                               "not measured"))
     return targets

@@ -78,7 +78,7 @@ def _upsample(x):
 
 
 def _expected(decoder, features, levels, block_input_norm=False):
-    """The coarse-to-fine ENL-FPN written out layer by layer (ENL-SPEC placement;
+    """The coarse-to-fine ENL-FPN written out layer by layer (docs/ENL-SPEC.md placement;
     with ``block_input_norm`` the branch sees the normalised feature)."""
     get = decoder.get_layer
     blocks = decoder.blocks

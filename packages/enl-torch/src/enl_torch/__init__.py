@@ -1,7 +1,7 @@
 """enl_torch: the Efficient Non-Local block for PyTorch (Levi & Ullman, BMVC 2019).
 
 ``ENL`` and ``NonLocal`` take NCHW tensors and hold the same numbers as the
-float64 reference ``enl_core`` (ENL-SPEC.md). ``convert`` moves weights to and
+float64 reference ``enl_core`` (docs/ENL-SPEC.md). ``convert`` moves weights to and
 from the Keras layers and the neutral ``.npz``; ``functional`` is the math.
 """
 
