@@ -15,21 +15,21 @@ pytest = $(PY) -m pytest -m "$(MARK)" -p no:cacheprovider $(1) || { rc=$$?; [ $$
 export HYPOTHESIS_PROFILE ?= ci
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-SUITES := test-core test-keras test-keras-torch test-torch test-torch-detection test-garden \
-	test-parity test-experiments test-bench
+SUITES := test-core test-keras test-keras-torch test-keras-jax test-torch test-torch-detection \
+	test-garden test-parity test-experiments test-bench test-packaging
 
 .PHONY: help setup test test-long test-slow lint experiment bench bench-gpu $(SUITES)
 
 help: ## List the targets with a one-line description.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
-setup: $(STAMP) ## Create .venv with all three packages (editable) and pinned deps; quick when done.
+setup: $(STAMP) ## Create .venv with the four packages (editable) and pinned deps; quick when done.
 
 $(STAMP): requirements/constraints.txt requirements/dev.txt packages/enl-core/pyproject.toml packages/enl-keras/pyproject.toml packages/enl-torch/pyproject.toml experiments/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt \
-		-e packages/enl-core -e 'packages/enl-keras[garden]' -e 'packages/enl-torch[detection,export]' -e experiments
+		-e packages/enl-core -e 'packages/enl-keras[garden,jax]' -e 'packages/enl-torch[detection,export]' -e experiments
 	touch $@
 
 test: setup ## Run the whole default suite (each framework in its own process); non-zero on any failure or an empty suite.
@@ -50,6 +50,9 @@ test-keras: setup ## enl-keras Keras 3 layers and tf_keras twins, TensorFlow bac
 test-keras-torch: setup ## enl-keras Keras 3 layers on the torch backend (own process).
 	KERAS_BACKEND=torch $(call pytest,packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden)
 
+test-keras-jax: setup ## enl-keras Keras 3 layers on the JAX backend (own process; float64 cases need x64).
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(call pytest,packages/enl-keras/tests --ignore=packages/enl-keras/tests/garden)
+
 TORCH_DETECTION_TESTS := $(addprefix packages/enl-torch/tests/,test_detection_fpn.py test_detection_builders.py test_train.py)
 
 test-torch: setup ## enl-torch blocks: parity, gradcheck, compile/TorchScript/ONNX, autocast, convert.
@@ -69,6 +72,9 @@ test-experiments: setup ## The embedded dataset, the main job's logic and a tiny
 
 test-bench: setup ## The benchmark's own logic (report, fitting, targets); not timings.
 	$(call pytest,tests/bench)
+
+test-packaging: setup ## Build the four wheels: contents, licence, metadata, twine check; the installed main job finds its configs.
+	$(call pytest,tests/packaging)
 
 PROFILE ?=
 SEEDS ?= 1

@@ -43,3 +43,37 @@ def readme_example():
     """Factory fixture: ``readme_example("keras-quickstart")`` returns the code
     of that README block so a test can execute it and the README cannot rot."""
     return readme_example_source
+
+
+# One pytest process per suite, as `make test` runs them: importing torchvision
+# after tensorflow segfaults, Keras picks its backend once per process, and
+# suites share test-file basenames. The roots of the Makefile's suites; a file
+# belongs to the longest root that contains it.
+SUITE_ROOTS = ("tests/core", "tests/parity", "tests/experiments", "tests/bench", "tests/packaging",
+               "packages/enl-keras/tests", "packages/enl-keras/tests/garden",
+               "packages/enl-torch/tests")
+_collected_suites: set[str] = set()
+
+
+def suite_of(path: pathlib.Path) -> str | None:
+    """The suite root (relative to the repository) holding ``path``; None outside them."""
+    try:
+        relative = pathlib.Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return None
+    roots = [root for root in SUITE_ROOTS if relative == root or relative.startswith(root + "/")]
+    return max(roots, key=len) if roots else None
+
+
+def pytest_collectstart(collector):
+    # Before the module is imported: stop at the first file of a second suite.
+    if not isinstance(collector, pytest.Module):
+        return
+    suite = suite_of(collector.path)
+    if suite is None:
+        return
+    _collected_suites.add(suite)
+    if len(_collected_suites) > 1:
+        pytest.exit(f"this pytest run spans several suites ({', '.join(sorted(_collected_suites))}"
+                    "), which must not share a process (frameworks, Keras backends): run `make "
+                    "test`, or one suite (`make help` lists them)", returncode=4)

@@ -57,11 +57,6 @@ def test_contention_reports_fields():
     assert set(contention.result) >= {"other_cores_busy", "load_average_before"}
 
 
-def test_machine_info():
-    info = measure.machine_info()
-    assert info["logical_cores"] >= 1 and info["memory_bytes"] > 0
-
-
 def test_median_time_without_warmup_times_min_repeats():
     calls = []
     timing = measure.median_time(lambda: calls.append(1), lambda: None, warmup_s=0.0,

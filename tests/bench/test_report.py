@@ -71,7 +71,7 @@ def test_readme_snippet(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Cost table (paper Table 3), 832x1088" in text
     assert "| 65,536 | forward |" in text and "infeasible" in text
-    assert "Targets of issue 7:" in text
+    assert "Targets:" in text
 
 
 def test_profiles_of_every_grid_are_rendered():

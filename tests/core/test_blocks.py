@@ -1,4 +1,4 @@
-"""Properties of the reference NL and ENL blocks (ENL-SPEC; paper eq. 1-9)."""
+"""Properties of the reference NL and ENL blocks (docs/ENL-SPEC.md; paper eq. 1-9)."""
 
 from __future__ import annotations
 

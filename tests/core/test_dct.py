@@ -1,4 +1,4 @@
-"""Properties of the DCT position term (ENL-SPEC; paper eq. 8-11)."""
+"""Properties of the DCT position term (docs/ENL-SPEC.md; paper eq. 8-11)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from enl_experiments import context_dataset as strip
-from enl_experiments import reach
-from enl_experiments.erf_torch import horizontal_reach
+from enl_experiments.main import reach
+from enl_experiments.main.erf_torch import horizontal_reach
 
 SIZE = (64, 512)
 

@@ -47,14 +47,14 @@ def test_model_garden_run_repeats_exactly(tmp_path):
 
 
 def _torch_train(data_root, out, seed):
-    from enl_experiments import profiles, runners
+    from enl_experiments.main import profiles, runners
 
     runner = runners.TorchRunner(profiles.get_profile("tiny"))
     data = runners.DataPaths(data_root, data_root / "train2017", data_root / "val2017",
                              data_root / "annotations" / "instances_train2017.json",
                              data_root / "annotations" / "instances_val2017.json", 4,
                              data_root / "tfrecords", (64, 256))
-    command = [sys.executable, "-m", "enl_experiments.torch_job", "train", "--",
+    command = [sys.executable, "-m", "enl_experiments.main.torch_job", "train", "--",
                *runner._args("baseline", data, seed, out), "--batch-size", "2", "--steps", "2",
                "--lr", "0.01", "--warmup-steps", "1", "--log-every", "1", "--no-eval",
                "--threads", "1"]

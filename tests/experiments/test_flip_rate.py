@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from enl_experiments import flip_rate
+from enl_experiments.main import flip_rate
 
 BOX_A, BOX_B, BOX_C = [10.0, 10.0, 8.0, 8.0], [100.0, 20.0, 8.0, 8.0], [300.0, 5.0, 8.0, 8.0]
 CONTEXT = {"images": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from enl_experiments import main
+from enl_experiments.main import cli as main
 
 
 def test_seed_list_starts_at_first_seed():

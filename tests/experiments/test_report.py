@@ -10,8 +10,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from enl_core.coco import encode_mask, evaluate
-from enl_experiments import figures, main, report
 from enl_experiments.dataset import generate_dataset
+from enl_experiments.main import cli as main
+from enl_experiments.main import figures, report
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 import yaml
 
-from enl_experiments import profiles, runners
 from enl_experiments.dataset import generate_dataset
-from enl_experiments.main import _data_paths
+from enl_experiments.main import profiles, runners
+from enl_experiments.main.cli import _data_paths
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_garden_run_config_carries_the_profile_budget(tmp_path, data):
 def test_every_profile_names_config_files_that_exist():
     for profile in profiles.PROFILES.values():
         for name in profile.garden_configs:
-            assert name is None or (runners.EXPERIMENTS_DIR / name).is_file(), name
+            assert name is None or (runners.config_root() / name).is_file(), name
 
 
 def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
@@ -75,7 +75,7 @@ def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
 
 
 def _decoder_block_input_norm(config_name: str) -> tuple[bool, str]:
-    config = yaml.safe_load((runners.EXPERIMENTS_DIR / config_name).read_text())
+    config = yaml.safe_load((runners.config_root() / config_name).read_text())
     decoder = config["task"]["model"]["decoder"]
     options = decoder.get(decoder["type"], {})
     # Absent keys take enl_keras.garden's defaults (False, "batch").
@@ -159,7 +159,7 @@ def test_unknown_framework_and_profile_are_named():
 
 
 def test_variants_are_parsed_in_canonical_order_with_the_baseline():
-    from enl_experiments.variants import VARIANTS, parse_variants
+    from enl_experiments.main.variants import VARIANTS, parse_variants
 
     assert parse_variants("") == VARIANTS == ("baseline", "1nl_bu", "3enl_td")
     assert parse_variants("3enl_td") == ("baseline", "3enl_td")
@@ -169,7 +169,7 @@ def test_variants_are_parsed_in_canonical_order_with_the_baseline():
 
 
 def test_every_variant_has_a_garden_config_and_experiment_per_profile():
-    from enl_experiments.variants import GARDEN_CONFIG_SLOT, GARDEN_EXPERIMENTS, VARIANTS
+    from enl_experiments.main.variants import GARDEN_CONFIG_SLOT, GARDEN_EXPERIMENTS, VARIANTS
 
     assert set(GARDEN_CONFIG_SLOT) == set(GARDEN_EXPERIMENTS) == set(VARIANTS)
     for profile in profiles.PROFILES.values():

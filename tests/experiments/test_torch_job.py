@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from enl_experiments import profiles, runners, torch_job
+from enl_experiments.main import profiles, runners, torch_job
 
 # A garden task.model with a distinct number in every field the translation
 # reads, so a field read from the wrong place shows.

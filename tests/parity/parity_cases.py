@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 sides = st.integers(min_value=1, max_value=40)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 # Up to 12 frequencies: the grids go down to 1 x 1, so dct_size is often
-# larger than the grid (the clamping of ENL-SPEC).
+# larger than the grid (the clamping of docs/ENL-SPEC.md).
 dct_sizes = st.lists(st.integers(min_value=1, max_value=12), min_size=2, max_size=2)
 
 

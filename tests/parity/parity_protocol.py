@@ -42,6 +42,7 @@ IMPLEMENTATIONS = {
     "core": ("worker_core.py", {}),
     "keras-tensorflow": ("worker_keras.py", {"KERAS_BACKEND": "tensorflow"}),
     "keras-torch": ("worker_keras.py", {"KERAS_BACKEND": "torch"}),
+    "keras-jax": ("worker_keras.py", {"KERAS_BACKEND": "jax"}),
     "tf_keras": ("worker_tf_keras.py", {"KERAS_BACKEND": "tensorflow"}),
     "torch": ("worker_torch.py", {}),
 }

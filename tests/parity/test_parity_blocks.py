@@ -1,5 +1,5 @@
 """The parity matrix: every framework's ENL / NonLocal against the float64
-reference and against each other, on Hypothesis-drawn cases (issue 8).
+reference and against each other, on Hypothesis-drawn cases (README, "Cross-framework parity").
 
 For each case (grid 1..40 x 1..40, C 1..64, C', dct_size often larger than
 the grid, position term on/off, d none/fixed/learnable, both NonLocal modes,

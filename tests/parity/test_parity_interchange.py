@@ -1,12 +1,13 @@
-"""Weight interchange across frameworks and processes (issue 8).
+"""Weight interchange across frameworks and processes (README, "Cross-framework parity").
 
 The weights of each block travel around a chain of workers, each in its own
 process, every hop through the framework's own weight file:
 
     .npz (enl_core) -> Keras 3 on TensorFlow (.keras) -> tf_keras (TF checkpoint)
-    -> PyTorch (state_dict) -> Keras 3 on torch (.keras) -> .npz (enl_core)
+    -> PyTorch (state_dict) -> Keras 3 on torch (.keras) -> Keras 3 on JAX (.keras)
+    -> .npz (enl_core)
 
-and, besides, Keras 3 on torch reads the very ``.keras`` file Keras 3 on
+and, besides, Keras 3 on torch and on JAX read the very ``.keras`` file Keras 3 on
 TensorFlow wrote, and the PyTorch worker converts the tf_keras checkpoint and
 that ``.keras`` file to ``.npz`` with ``enl_keras.interchange``
 (``tf_checkpoint_to_npz``, ``keras_file_to_npz``: what a PyTorch user runs on
@@ -57,13 +58,15 @@ ROUNDS = (
     (("core-in", "core", None, "npz"),),
     (("keras-tensorflow", "keras-tensorflow", "core-in", "npz"),),
     (("tf_keras", "tf_keras", "keras-tensorflow", "npz"),
-     ("keras-torch-reads-keras-file", "keras-torch", "keras-tensorflow", "native")),
+     ("keras-torch-reads-keras-file", "keras-torch", "keras-tensorflow", "native"),
+     ("keras-jax-reads-keras-file", "keras-jax", "keras-tensorflow", "native")),
     (("torch", "torch", "tf_keras", "npz"),),
     (("keras-torch", "keras-torch", "torch", "npz"),
      # A torch user converting Model Garden / Keras files (torch imported first).
      ("torch-converts-tf-checkpoint", "torch", "tf_keras", "tf_checkpoint"),
      ("torch-converts-keras-file", "torch", "keras-tensorflow", "keras_file")),
-    (("core-out", "core", "keras-torch", "npz"),),
+    (("keras-jax", "keras-jax", "keras-torch", "npz"),),
+    (("core-out", "core", "keras-jax", "npz"),),
 )
 SOURCE = {hop: source for hops in ROUNDS for hop, _, source, _ in hops}
 

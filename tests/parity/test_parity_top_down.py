@@ -1,5 +1,5 @@
 """The whole ENL-FPN top-down stream: Model Garden's decoder (tf_keras) vs
-torchvision's (enl_torch.detection) vs the float64 reference (issue 8).
+torchvision's (enl_torch.detection) vs the float64 reference (README, "Cross-framework parity").
 
 Each decoder is built with the case's blocks (ENL or NL on any subset of
 levels 2..5) and identity lateral and output convolutions (and, in Model

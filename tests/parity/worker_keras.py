@@ -1,5 +1,5 @@
 """Parity worker: Keras 3 ``enl_keras.ENL`` / ``NonLocal`` on the backend named
-by ``KERAS_BACKEND`` ("tensorflow" or "torch"; Keras picks it once per process).
+by ``KERAS_BACKEND`` ("tensorflow", "torch" or "jax"; Keras picks it once per process).
 
 Native weight file: a ``.keras`` archive of a one-layer model, which is
 backend-independent: the torch-backend worker also loads the file the
@@ -13,14 +13,14 @@ import os
 import numpy as np
 import parity_worker
 
-keras = enl_keras = tf = torch = None  # imported by setup(), inside the worker only
+keras = enl_keras = tf = torch = jax = None  # imported by setup(), inside the worker only
 
 
 class KerasAdapter(parity_worker.Adapter):
     name = f"keras-{os.environ.get('KERAS_BACKEND', 'tensorflow')}"
 
     def setup(self):
-        global keras, enl_keras, tf, torch
+        global keras, enl_keras, tf, torch, jax
         import keras
 
         import enl_keras
@@ -32,9 +32,11 @@ class KerasAdapter(parity_worker.Adapter):
             import tensorflow as tf
         elif backend == "torch":
             import torch
+        elif backend == "jax":
+            import jax
         else:
-            raise RuntimeError(f"the parity suite covers the tensorflow and torch backends, "
-                               f"received {backend!r}")
+            raise RuntimeError(f"the parity suite covers the tensorflow, torch and jax "
+                               f"backends, received {backend!r}")
 
     def build(self, spec, weights):
         layer_name, kwargs = parity_worker.block_arguments(spec, weights)
@@ -43,6 +45,13 @@ class KerasAdapter(parity_worker.Adapter):
         return block
 
     def forward(self, block, x):
+        if jax is not None:
+            # One XLA compile per case instead of one per op and shape (much faster).
+            def call(trainable, non_trainable, inputs):
+                return block.stateless_call(trainable, non_trainable, inputs)[0]
+
+            return np.asarray(jax.jit(call)([v.value for v in block.trainable_weights],
+                                            [v.value for v in block.non_trainable_weights], x))
         return keras.ops.convert_to_numpy(block(x))
 
     def forward_and_gradients(self, block, x, r):
@@ -55,6 +64,17 @@ class KerasAdapter(parity_worker.Adapter):
                 loss = tf.reduce_sum(z * r)
             grads = tape.gradient(loss, [x, *variables])
             z, grads = z.numpy(), [None if g is None else g.numpy() for g in grads]
+        elif jax is not None:
+            # JAX has no tape: differentiate the layer's pure stateless_call.
+            def loss(inputs, trainable):
+                z, _ = block.stateless_call(trainable, non_trainable, inputs)
+                return (z * r).sum(), z
+
+            non_trainable = [v.value for v in block.non_trainable_weights]
+            gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+            (_, z), grads = gradient(jax.numpy.asarray(x), [v.value for v in variables])
+            grads = [np.asarray(grads[0]), *(np.asarray(g) for g in grads[1])]
+            z = np.asarray(z)
         else:
             x = torch.tensor(x, requires_grad=True)
             z = block(x)

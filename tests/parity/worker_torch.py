@@ -1,7 +1,7 @@
 """Parity worker: PyTorch ``enl_torch.ENL`` / ``NonLocal`` (NCHW).
 
 The driver speaks channels-last; this worker transposes x to (B, C, H, W) and
-z back, which is the layout contract of ENL-SPEC ("Shapes and names").
+z back, which is the layout contract of docs/ENL-SPEC.md ("Shapes and names").
 Native weight file: a ``state_dict`` saved with ``torch.save``.
 """
 

@@ -37,7 +37,7 @@ noise, and labelled by the same rule, so that only the context changed. The
 file ``annotations/context_val2017.json`` lists, per image, the intervention
 and every context-dependent small object with its label in the scene and in
 the twin and its distance to the changed object (the input of
-:mod:`enl_experiments.flip_rate`).
+:mod:`enl_experiments.main.flip_rate`).
 
 Example:
     >>> from enl_experiments.context_dataset import generate_dataset

@@ -4,9 +4,10 @@ Runs under every Keras backend, one process each:
 
     KERAS_BACKEND=tensorflow .venv/bin/python -m pytest packages/enl-keras/tests/test_layers.py
     KERAS_BACKEND=torch      .venv/bin/python -m pytest packages/enl-keras/tests/test_layers.py
+    make test-keras-jax   (KERAS_BACKEND=jax, JAX_ENABLE_X64=1 for the float64 cases)
 
 Only the backend in use is imported (TensorFlow-only checks import it inside
-the test and are skipped under torch).
+the test and are skipped under torch and JAX).
 """
 
 from __future__ import annotations
@@ -350,12 +351,38 @@ def _largest_torch_tensors(fn, shape):
     return Recorder.largest, True
 
 
+def _largest_jax_tensors(fn, shape):
+    """Largest array in the jaxpr of ``fn``'s forward and backward (sub-jaxprs
+    included), traced on abstract values (shapes only, no memory)."""
+    import jax
+
+    def largest_in(jaxpr):
+        size = 0
+        for equation in jaxpr.eqns:
+            for var in equation.outvars:
+                size = max(size, int(np.prod(var.aval.shape)))
+            for param in equation.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                    if hasattr(sub, "eqns"):
+                        size = max(size, largest_in(sub))
+        return size
+
+    traced = jax.make_jaxpr(jax.grad(lambda x: fn(x).sum()))(
+        jax.ShapeDtypeStruct(shape, "float32"))
+    return largest_in(traced.jaxpr), True
+
+
+LARGEST_TENSORS = {"tensorflow": _largest_traced_tensors, "torch": _largest_torch_tensors,
+                   "jax": _largest_jax_tensors}
+
+
 def test_enl_never_builds_an_n_by_n_tensor():
     """At N = 65,536 no intermediate of ENL (forward, backward, attention map)
     has N^2 elements; the same check finds NonLocal's affinity."""
     n = 256 * 256
     shape = (1, 256, 256, 8)
-    largest = _largest_traced_tensors if BACKEND == "tensorflow" else _largest_torch_tensors
+    largest = LARGEST_TENSORS[BACKEND]
     enl = enl_keras.ENL(zero_init=False)
     nonlocal_block = enl_keras.NonLocal(zero_init=False)
     for layer in (enl, nonlocal_block):
@@ -446,7 +473,7 @@ def test_parameter_count_matches_cost_model(kwargs):
         256, kwargs.get("inter_channels"), use_bias=kwargs.get("use_bias", True),
         dct_size=kwargs.get("dct_size"), learnable_dct_weights="dct_weights" in kwargs)
     if not kwargs:
-        assert layer.count_params() == 131_712  # ENL-SPEC, C = 256
+        assert layer.count_params() == 131_712  # docs/ENL-SPEC.md, C = 256
 
 
 # ------------------------------------------------- weight interchange

@@ -57,7 +57,7 @@ def test_accumulation_dtype():
 
 
 def test_enl_and_explicit_nonlocal_are_the_same_function():
-    """The associative law (ENL-SPEC): ops.enl equals ops.nonlocal_block in
+    """The associative law (docs/ENL-SPEC.md): ops.enl equals ops.nonlocal_block in
     dot-product form with the position term, both in float64."""
     params = enl_core.init_params(5, 3, seed=4)
     x = keras.ops.convert_to_tensor(np.random.default_rng(4).normal(size=(2, 6, 5, 5)))

@@ -34,7 +34,7 @@ BUILDERS = {"faster": (fasterrcnn_enl_resnet_fpn, FasterRCNN),
 # Small inputs and few proposals keep a CPU forward around a second.
 SMALL = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 50,
          "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 10}
-# ENL-SPEC "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
+# docs/ENL-SPEC.md "Shapes and names": one block has 4 C C' + 3 C' + C parameters.
 FPN_CHANNELS = 256
 # res4 (layer3) output: 4 x 256 with Bottleneck, 256 with BasicBlock (R18 / R34).
 RES4_CHANNELS = {"resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024,
@@ -307,7 +307,7 @@ def test_bad_arguments_raise_naming_them(kwargs, error, match):
 
 
 # Small, non-default sizes for every sized part (the main job derives its own
-# from Model Garden's YAML with enl_experiments.torch_job.detector_kwargs).
+# from Model Garden's YAML with enl_experiments.main.torch_job.detector_kwargs).
 SIZED = {"anchor_sizes": (8, 16, 32, 64, 128), "box_head_fc_dims": (256,),
          "mask_head_channels": (64, 64), "rpn_pre_nms_top_n_train": 1000,
          "rpn_post_nms_top_n_train": 256, "rpn_pre_nms_top_n_test": 500,

@@ -1,4 +1,4 @@
-"""enl_torch.ENL against the float64 reference enl_core (ENL-SPEC; paper eq. 6, 9)."""
+"""enl_torch.ENL against the float64 reference enl_core (docs/ENL-SPEC.md; paper eq. 6, 9)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def test_attention_map_matches_reference_affinity(case, data):
 
 @given(case=enl_cases(max_side=9))
 def test_dot_product_nl_with_position_equals_enl(case):
-    """The explicit (theta^T phi / N + L) g equals ENL (ENL-SPEC "The reference"); d = 1."""
+    """The explicit (theta^T phi / N + L) g equals ENL (docs/ENL-SPEC.md "The reference"); d = 1."""
     x, params, kwargs = case
     kwargs = {**kwargs, "dct_weights": None}  # NonLocal has no d
     params.dct_weights = None

@@ -99,7 +99,7 @@ def test_half_precision_weights_export_as_float32():
 def test_default_inter_channels_and_parameter_count():
     module = enl_torch.ENL(256)
     assert module.inter_channels == 128
-    assert sum(p.numel() for p in module.parameters()) == 131_712  # ENL-SPEC "Shapes"
+    assert sum(p.numel() for p in module.parameters()) == 131_712  # docs/ENL-SPEC.md "Shapes"
     learnable = enl_torch.ENL(256, dct_weights="learnable")
     assert sum(p.numel() for p in learnable.parameters()) == enl_core.cost.block_params(
         256, learnable_dct_weights=True)

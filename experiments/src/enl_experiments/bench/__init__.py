@@ -1,4 +1,4 @@
-"""``make bench``: ENL's cost, measured (paper Sec. 4.3, Table 3; issue 7).
+"""``make bench``: ENL's cost, measured (paper Sec. 4.3, Table 3).
 
 Three sections, each in its own worker process, run one after another:
 
@@ -12,7 +12,7 @@ Three sections, each in its own worker process, run one after another:
    1,024..65,536, forward and forward+backward; median time, peak memory, and
    ENL's GFLOP/s as a fraction of the same run's sgemm throughput
    (:mod:`~enl_experiments.bench.scaling`).
-3. The targets of issue 7, checked (:mod:`~enl_experiments.bench.targets`),
+3. The targets, checked (:mod:`~enl_experiments.bench.targets`),
    into ``results/bench/report.md``.
 
 Example:

@@ -17,10 +17,8 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 
 from enl_experiments.bench import detectors as detectors_lib
 from enl_experiments.bench import measure, plots, report, targets, training
@@ -32,8 +30,13 @@ from enl_experiments.bench.config import (
     parse_image_size,
     quick_config,
 )
+from enl_experiments.common import extras, machine, proc
 
 SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800, "training": 1800}
+# What each section's worker imports (top-level names), all from the `bench` extra.
+SECTION_MODULES = {"torch": ("torch", "enl_torch"), "keras": ("keras", "tensorflow", "enl_keras"),
+                   "detectors": ("tensorflow", "tf_keras", "official", "enl_keras"),
+                   "training": ("torch", "torchvision", "enl_torch")}
 
 
 def _now() -> str:
@@ -118,30 +121,21 @@ class Runner:
             out_path = handle.name
         command = [sys.executable, "-m", "enl_experiments.bench.worker", *arguments,
                    "--config", self.config_path, "--out", out_path]
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-                       **env}
-        tail: list[str] = []
+
+        def echo(line: str) -> None:
+            if line.startswith("["):
+                print(line.rstrip(), flush=True)
+
         try:
-            with open(self.log_path, "a") as log, subprocess.Popen(
-                    command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    env=environment) as process:
-                log.write(f"$ {' '.join(command)}\n")
-                # Reading stdout blocks until the worker ends: a timer enforces the limit.
-                watchdog = threading.Timer(timeout_s, process.kill)
-                watchdog.start()
-                for line in process.stdout:
-                    log.write(line)
-                    log.flush()
-                    if line.startswith("["):
-                        print(line.rstrip(), flush=True)
-                    tail = (tail + [line.rstrip()])[-15:]
-                code = process.wait()
-                timed_out = not watchdog.is_alive()
-                watchdog.cancel()
-            if timed_out:
-                return {"error": f"worker killed after {timeout_s:.0f} s: " + " | ".join(tail[-3:])}
-            if code != 0:
-                return {"error": f"worker exited with {code}: " + " | ".join(tail[-5:])}
+            with open(self.log_path, "a") as log:
+                result = proc.run_child(command, log, env=proc.child_env(**env), on_line=echo,
+                                        tail_lines=15, timeout_s=timeout_s)
+            if result.timed_out:
+                return {"error": f"worker killed after {timeout_s:.0f} s: "
+                                 + " | ".join(result.tail[-3:])}
+            if result.returncode != 0:
+                return {"error": f"worker exited with {result.returncode}: "
+                                 + " | ".join(result.tail[-5:])}
             with open(out_path) as handle:
                 return json.load(handle)
         except (OSError, ValueError) as error:
@@ -216,6 +210,13 @@ def main(argv=None) -> int:
         print(report.summary(results))
         return 0
     config = config_from_args(args)
+    try:
+        for section in config.sections:
+            extras.require_modules(f"the bench's {section} section", SECTION_MODULES[section],
+                                   "bench")
+    except extras.MissingExtra as error:
+        print(f"bench FAILED: {error}", file=sys.stderr)
+        return 1
     results = {"sections": {}}
     if args.sections and os.path.exists(results_path):
         with open(results_path) as handle:
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     runner = Runner(args.out, config)
     results["meta"] = {"command": "python -m enl_experiments.bench " + " ".join(
         argv if argv is not None else sys.argv[1:]), "started": _now(),
-        "machine": measure.machine_info(), "config": config.to_json()}
+        "machine": machine.machine_info(), "config": config.to_json()}
     if config.quick and not args.quick:
         results["meta"]["command"] = "BENCH_QUICK=1 " + results["meta"]["command"]
     runner.log(f"[bench] {results['meta']['started']} config {config.to_json()}")

@@ -18,7 +18,7 @@ from enl_core.validation import positive_int
 CHANNELS = 256
 INTER_CHANNELS = 128
 
-# Square grids: N = side^2 from 1,024 to 65,536 (issue 7).
+# Square grids: N = side^2 from 1,024 to 65,536.
 DEFAULT_SIDES = (32, 48, 64, 96, 128, 192, 256)
 QUICK_SIDES = (32, 64, 128)
 
@@ -64,7 +64,7 @@ class BenchConfig:
             (when they fit in memory), unless predicted slower than
             ``hard_max_call_s`` per call (CPU SDPA's backward can be).
         memory_limit_gib: memory of the device being modelled; an entry whose
-            predicted peak exceeds it is "infeasible" (issue 7: 24 GiB).
+            predicted peak exceeds it is "infeasible" (24 GiB).
         keras_xla: also time ENL under ``tf.function(jit_compile=True)``.
         torch_compile: also time ENL under ``torch.compile`` (slow to compile).
         image_size: detector input (H, W) before padding to a multiple of 64.

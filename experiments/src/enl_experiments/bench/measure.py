@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -125,25 +124,6 @@ def median_time(call: Callable[[], object], sync: Callable[[], None], warmup_s: 
         del result
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "times_s": times, "warmup_calls": warmup_calls}
-
-
-def machine_info() -> dict:
-    """CPU model, core count, memory and load, for the report's header."""
-    import psutil
-
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory()
-    return {"cpu": model, "logical_cores": os.cpu_count(), "memory_bytes": memory.total,
-            "available_bytes": memory.available, "load_average": list(os.getloadavg()),
-            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def cpu_busy_seconds() -> float | None:

@@ -12,25 +12,12 @@ from enl_experiments.bench import training as training_lib
 from enl_experiments.bench.cases import IMPLEMENTATIONS
 from enl_experiments.bench.config import BLOCK_MODES
 from enl_experiments.bench.paper import TABLE_3
+from enl_experiments.common.markdown import table
 
 MIB = 2**20
 MODE_TITLES = {"forward": "forward", "forward_backward": "forward + backward"}
 SHORT_STATUS = {"infeasible": "infeasible", "skipped": "skipped", "error": "error",
                 "unavailable": "unavailable"}
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table.
-
-    Example:
-        >>> print(table(["a", "b"], [["1", "2"]]))
-        | a | b |
-        |---|---|
-        | 1 | 2 |
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def format_seconds(seconds: float) -> str:
@@ -382,7 +369,7 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
         out += [f"Block scaling, {framework} ({threads} threads), C = 256, C' = 128, median "
                 "time:", "", table(["N", "pass"] + implementations, rows), ""]
     targets = targets_lib.all_targets(results)
-    out += [f"Targets of issue 7: {sum(t.status == 'met' for t in targets)} of {len(targets)} "
+    out += [f"Targets: {sum(t.status == 'met' for t in targets)} of {len(targets)} "
             "met.", "",
             table(["target", "goal", "measured", "status"],
                   [[t.name, t.goal, t.measured, t.status] for t in targets])]

@@ -302,13 +302,13 @@ def all_targets(results: dict) -> list[Target]:
             targets += scaling_targets(framework, sections[framework])
         else:
             reason = sections.get(framework, {}).get("error", "section not run")
-            targets.append(Target(f"[{framework}] block scaling targets", "see issue 7",
+            targets.append(Target(f"[{framework}] block scaling targets", "see README",
                                   reason, "not measured"))
     variants = sections.get("detectors", {}).get("variants")
     if variants:
         targets += detector_targets(variants)
     else:
-        targets.append(Target("[detectors] cost-table targets", "see issue 7",
+        targets.append(Target("[detectors] cost-table targets", "see README",
                               sections.get("detectors", {}).get("error", "section not run"),
                               "not measured"))
     rows = sections.get("training", {}).get("variants")

@@ -1,7 +1,7 @@
 """enl_core: the float64 reference of the Efficient Non-Local module.
 
 Levi & Ullman, "Efficient Coarse-to-Fine Non-Local Module for the Detection of
-Small Objects", BMVC 2019. The numerical contract is ENL-SPEC.md.
+Small Objects", BMVC 2019. The numerical contract is docs/ENL-SPEC.md.
 
 Modules:
     dct: DCT bases, E-hat, L and its three applications (eq. 8-11).

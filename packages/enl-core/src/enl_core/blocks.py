@@ -104,7 +104,7 @@ def nonlocal_block(x, params: BlockParams, mode: str = "dot_product", scale: boo
 
     ``y = A g`` with A from :func:`nonlocal_affinity`, ``z = out(y) + x``.
     With ``mode="dot_product"`` and ``position_encoding=True`` this is
-    ``(theta^T phi / N + L) g``: the function ENL must equal (ENL-SPEC).
+    ``(theta^T phi / N + L) g``: the function ENL must equal (docs/ENL-SPEC.md).
 
     Returns:
         float64 array of the input's shape.

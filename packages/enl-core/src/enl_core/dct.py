@@ -1,6 +1,6 @@
 """The DCT position term of ENL (paper eq. 8-11), in float64.
 
-Names follow ENL-SPEC.md: ``B`` is the 1D orthonormal DCT-II basis with the
+Names follow docs/ENL-SPEC.md: ``B`` is the 1D orthonormal DCT-II basis with the
 basis functions as columns (``B[p, k] = b_k(p)``), ``E = kron(B_H, B_W)`` the 2D
 basis of an H x W grid flattened row-major, ``E-hat`` its low-frequency
 columns scaled by d, and ``L = E-hat E-hat^T``.
@@ -133,7 +133,7 @@ def apply_position_dense(g: np.ndarray, dct_size=DEFAULT_DCT_SIZE, dct_weights=N
 
 def apply_position_separable(g: np.ndarray, dct_size=DEFAULT_DCT_SIZE,
                              dct_weights=None) -> np.ndarray:
-    """``E-hat (E-hat^T g)`` through the separable 1D bases (ENL-SPEC).
+    """``E-hat (E-hat^T g)`` through the separable 1D bases (docs/ENL-SPEC.md).
 
     ``S = B_H[:, :kH]^T G B_W[:, :kW]`` per channel, scaled by d, then
     ``B_H[:, :kH] (d * S) B_W[:, :kW]^T``. Costs O(N (kH + kW) C) and never

@@ -56,7 +56,7 @@ def normalize_dct_size(dct_size) -> tuple[int, int]:
 
 def clamp_dct_size(dct_size, height: int, width: int) -> tuple[int, int]:
     """``(min(kH, H), min(kW, W))``: a grid smaller than the DCT size keeps all
-    its frequencies (ENL-SPEC, "The relative-position term")."""
+    its frequencies (docs/ENL-SPEC.md, "The relative-position term")."""
     k_h, k_w = normalize_dct_size(dct_size)
     height = positive_int("height", height)
     width = positive_int("width", width)

@@ -10,8 +10,21 @@ of Small Objects", BMVC 2019.
         not imported here).
 """
 
-from enl_keras import ops
-from enl_keras.layers import ENL, NonLocal
+import os as _os
+
+try:
+    import keras as _keras  # noqa: F401  (imports the backend KERAS_BACKEND names)
+except ModuleNotFoundError as _error:
+    if (_error.name or "").split(".")[0] not in ("tensorflow", "torch", "jax", "jaxlib"):
+        raise
+    raise ImportError(
+        f"enl_keras needs a Keras 3 backend: Keras tried {_error.name!r} (KERAS_BACKEND="
+        f"{_os.environ.get('KERAS_BACKEND', '<unset: tensorflow>')}), which is not installed. "
+        "Install one with `pip install enl-keras[tensorflow]`, `enl-keras[torch]` or "
+        "`enl-keras[jax]` and set KERAS_BACKEND to it.") from _error
+
+from enl_keras import ops  # noqa: E402
+from enl_keras.layers import ENL, NonLocal  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -109,7 +109,7 @@ class _BlockBase:
                                                  shape=(channels, 3 * inter), initializer=fused)
         self.output_kernel = self.add_weight(
             name="output_kernel", shape=(inter, channels),
-            # Zero `out` makes a new block the identity (ENL-SPEC "The block").
+            # Zero `out` makes a new block the identity (docs/ENL-SPEC.md "The block").
             initializer="zeros" if self.zero_init else init.GlorotUniform())
         self.projection_bias = self.output_bias = None
         if self.use_bias:

@@ -1,7 +1,7 @@
 """The ENL and NL math, written once in backend-agnostic ``keras.ops``.
 
 Levi & Ullman, "Efficient Coarse-to-Fine Non-Local Module for the Detection
-of Small Objects", BMVC 2019; the numerical contract is ENL-SPEC.md.
+of Small Objects", BMVC 2019; the numerical contract is docs/ENL-SPEC.md.
 
 Every function here takes and returns plain tensors, channels-last, so the
 same code serves the Keras 3 layers (:mod:`enl_keras.layers`, any backend)
@@ -55,7 +55,7 @@ def projections(x, projection_kernel, projection_bias=None):
     The three 1x1 convolutions run as ONE matmul against the fused
     (C, 3 C') kernel: a single large GEMM keeps the BLAS busy where three
     narrow ones would each re-read x (the projections are ~90% of ENL's
-    multiply-adds, ENL-SPEC "Cost").
+    multiply-adds, docs/ENL-SPEC.md "Cost").
     """
     channels = x.shape[-1]
     flat = ops.reshape(x, (-1, _num_positions(x), channels))  # B, N, C
@@ -68,7 +68,7 @@ def dct_basis(length, frequencies: int, dtype="float32"):
     """The first ``frequencies`` columns of the orthonormal DCT-II basis.
 
     ``B[p, k] = sqrt(a_k / n) cos(pi (2p + 1) k / (2n))``, ``a_0 = 1``,
-    ``a_k = 2`` (ENL-SPEC eq. 8), shape (length, frequencies). ``length`` may
+    ``a_k = 2`` (docs/ENL-SPEC.md eq. 8), shape (length, frequencies). ``length`` may
     be a dynamic (tensor) H or W, so the bases are built at call time and any
     input size works. Columns ``k >= length`` are zeroed: that is the spec's
     clamping ``k = min(k, n)`` done with a mask, which keeps every shape but
@@ -91,7 +91,7 @@ def position_term(g, dct_scale):
 
     ``dct_scale`` is d^2, shape (kH, kW) (static), in g's dtype. Separable:
     ``S = B_H^T G B_W`` scaled by d^2, then ``B_H S B_W^T``; O(N (kH + kW) C')
-    and no N x (kH kW) matrix (ENL-SPEC). Each contraction is a matmul whose
+    and no N x (kH kW) matrix (docs/ENL-SPEC.md). Each contraction is a matmul whose
     left operand is a small basis broadcast over the batch, so g is never
     transposed.
     """
@@ -128,7 +128,7 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
     flat, theta, phi, g = projections(x, projection_kernel, projection_bias)
-    # phi g (eq. 6) is a sum over N: float32 at least (ENL-SPEC "affinity term").
+    # phi g (eq. 6) is a sum over N: float32 at least (docs/ENL-SPEC.md "affinity term").
     # einsum contracts N directly (a transposed BatchMatMul), without a copy of phi^T.
     g_wide = ops.cast(g, accumulate)  # B, N, C'
     context = ops.einsum("bnc,bnd->bcd", ops.cast(phi, accumulate), g_wide)  # B, C', C'

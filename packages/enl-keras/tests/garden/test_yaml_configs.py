@@ -1,4 +1,4 @@
-"""experiments/garden/*.yaml: one file per R50 / R101 row of the paper's Tables 1 and 2.
+"""enl_experiments/configs/garden/*.yaml: one file per R50 / R101 row of the paper's Tables 1, 2.
 
 Each file is loaded the way ``--config_file`` loads it (Model Garden's
 ``hyperparams.override_params_dict`` over the experiment named on its first
@@ -8,6 +8,7 @@ line) and checked against the paper's protocol.
 from __future__ import annotations
 
 import os
+from importlib import resources
 
 import pytest
 
@@ -15,8 +16,8 @@ from enl_core.cost import block_params
 
 pytestmark = pytest.mark.garden
 
-CONFIG_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
-                                          "experiments", "garden"))
+# The packaged files, as the main job reads them (a regular folder in any install).
+CONFIG_DIR = str(resources.files("enl_experiments") / "configs" / "garden")
 ROWS = sorted(f"{arch}_r{depth}_{row}.yaml" for arch in ("fasterrcnn", "maskrcnn")
               for depth in (50, 101) for row in ("baseline", "nlbu", "enl"))
 OVERRIDE = ("task.train_data.input_path=coco/tfrecords/train*,"

@@ -1,7 +1,7 @@
 """enl_torch: the Efficient Non-Local block for PyTorch (Levi & Ullman, BMVC 2019).
 
 ``ENL`` and ``NonLocal`` take NCHW tensors and hold the same numbers as the
-float64 reference ``enl_core`` (ENL-SPEC.md). ``convert`` moves a ``state_dict``'s
+float64 reference ``enl_core`` (docs/ENL-SPEC.md). ``convert`` moves a ``state_dict``'s
 blocks to and from the neutral ``.npz``; ``functional`` is the math.
 """
 

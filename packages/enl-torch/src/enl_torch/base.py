@@ -85,7 +85,7 @@ class BlockProjections(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch's Conv2d initialisation; ``out`` zeroed when ``zero_init``
-        (the block starts as the identity, ENL-SPEC "The block")."""
+        (the block starts as the identity, docs/ENL-SPEC.md "The block")."""
         for conv in (self.theta, self.phi, self.g, self.out):
             conv.reset_parameters()
         if self.zero_init:

@@ -1,4 +1,4 @@
-"""The ENL and NL math for PyTorch, NCHW (Levi & Ullman 2019, eq. 1-11; ENL-SPEC.md).
+"""The ENL and NL math for PyTorch, NCHW (Levi & Ullman 2019, eq. 1-11; docs/ENL-SPEC.md).
 
 The one file where the torch blocks compute anything. Every function here is
 plain tensor code that ``torch.compile(dynamic=True)``, ``torch.jit.script``

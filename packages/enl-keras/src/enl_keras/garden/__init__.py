@@ -12,6 +12,16 @@ experiments), ``tasks/``, ``registry_imports`` (import it to register them),
 ``data`` (COCO folders to TFRecords with Model Garden's converter).
 """
 
-from enl_keras.garden import layers
+# Model Garden's stack is the `garden` extra; name it rather than fail deep inside.
+try:
+    import official as _official  # noqa: F401
+    import tf_keras as _tf_keras  # noqa: F401
+except ModuleNotFoundError as _error:
+    if (_error.name or "").split(".")[0] not in ("tensorflow", "tf_keras", "official"):
+        raise
+    raise ImportError(f"enl_keras.garden needs `pip install enl-keras[garden]` (missing: "
+                      f"{_error.name})") from _error
+
+from enl_keras.garden import layers  # noqa: E402
 
 __all__ = ["layers"]

@@ -3,7 +3,7 @@
 Usage (all of ``official/vision/train.py``'s flags work)::
 
     python -m enl_keras.garden.train --experiment maskrcnn_resnetfpn_enl_coco \\
-        --config_file experiments/garden/maskrcnn_r50_enl.yaml \\
+        --config_file experiments/src/enl_experiments/configs/garden/maskrcnn_r50_enl.yaml \\
         --mode train_and_eval --model_dir /tmp/enl_r50 \\
         --params_override 'runtime.distribution_strategy=mirrored,runtime.num_gpus=8'
 

@@ -31,7 +31,7 @@ feature map) and ``aspect_ratios``, ``box_head_fc_dims`` and (Mask R-CNN)
 scalars such as ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image`` or
 ``box_detections_per_img`` go through ``**kwargs`` to torchvision as ever.
 The main job sets them all to mirror Model Garden's
-``experiments/configs/beach_common.yaml``.
+``enl_experiments/configs/beach_common.yaml``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ENL-FPN: torchvision's FeaturePyramidNetwork with blocks on the top-down stream.
 
-The paper's coarse-to-fine placement (Levi & Ullman 2019, Fig. 1, Sec. 4.1; ENL-SPEC
+The paper's coarse-to-fine placement (Levi & Ullman 2019, Fig. 1, Sec. 4.1; docs/ENL-SPEC.md
 "Coarse-to-fine placement"): the top-down stream computes ``P5 = lat(C5)``,
 then ``P_l = lat(C_l) + upsample(P_{l+1})``. A block is applied to the merged
 top-down feature of each chosen level *before* it is upsampled into the next

@@ -3,7 +3,7 @@
 torchvision's Faster / Mask R-CNN fix their anchors (32..512 px, one size per
 feature map), a two-FC 1024-wide box head and a four-conv 256-channel mask
 head: sized for COCO at 800 px. The CPU-sized main job mirrors Model Garden's
-``experiments/configs/beach_common.yaml`` instead (8 px anchors on P2, one
+``enl_experiments/configs/beach_common.yaml`` instead (8 px anchors on P2, one
 256-wide FC, two 64-channel mask convs); these functions build those parts
 from plain numbers so the builders and ``python -m enl_torch.train`` can take
 them as arguments. Every part is torchvision's own module

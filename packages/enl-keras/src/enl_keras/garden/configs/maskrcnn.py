@@ -15,7 +15,7 @@ experiment                          change (paper, Tables 1-3)
 ==================================  =========================================
 
 The paper's protocol (800 px images, 1x schedule, R50 / R101) is in the YAML
-files under ``experiments/garden/``.
+files under ``experiments/src/enl_experiments/configs/garden/``.
 """
 
 from __future__ import annotations

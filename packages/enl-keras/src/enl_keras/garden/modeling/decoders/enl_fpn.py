@@ -4,7 +4,7 @@ The FPN top-down stream computes ``P5 = lat(C5)`` and
 ``P_l = lat(C_l) + upsample(P_{l+1})``. A block is applied to the merged
 feature of each chosen level *before* it is upsampled into the next finer
 level, so every block sees what the coarser blocks passed down (coarse to
-fine; ENL-SPEC "Coarse-to-fine placement", paper Sec. 3.3, "+3ENL, TD").
+fine; docs/ENL-SPEC.md "Coarse-to-fine placement", paper Sec. 3.3, "+3ENL, TD").
 
 Model Garden's ``FPN`` builds its whole functional graph inside ``__init__``
 with no hook between the merge and the upsampling, so ``ENLFPN`` subclasses it

@@ -1,0 +1,190 @@
+"""The main job's embedded datasets and its context-reliance evaluation.
+
+Two dataset designs (``--dataset``): ``strip`` (:mod:`enl_experiments.context_dataset`,
+the default: long-range context, counterfactual twins) and ``beach``
+(:mod:`enl_experiments.dataset`, the first experiment's 128 px scenes). For a
+dataset with twins, every model is also scored on the twins (COCO AP with the
+twins' own labels) and by its flip rate (:mod:`enl_experiments.main.flip_rate`),
+overall, per class and per distance to the changed object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from enl_core.coco import evaluate, load_detections
+from enl_experiments import context_dataset, dataset
+from enl_experiments.main import flip_rate, reach
+
+DESIGNS = ("strip", "beach")
+DISTANCE_BINS = 4
+
+
+def canvas(design: str, profile) -> tuple[int, int]:
+    """(height, width) of the images of ``design`` under ``profile``.
+
+    Raises:
+        ValueError: naming `dataset` and the value received.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"`dataset` must be one of {DESIGNS}, received {design!r}")
+    if design == "strip":
+        return tuple(profile.strip_size)
+    return (profile.image_size, profile.image_size)
+
+
+def dataset_name(design: str, split: str, profile, data_seed: int) -> str:
+    """The cache folder's name: everything the images depend on."""
+    height, width = canvas(design, profile)
+    size = f"{height}px" if height == width else f"{height}x{width}px"
+    return f"{design}-{split}-{size}-{profile.num_train}-{profile.num_val}-seed{data_seed}"
+
+
+def generate(design: str, root: Path, profile, split: str, data_seed: int) -> None:
+    """Writes the ``design`` dataset of ``profile``'s size into ``root``."""
+    size = canvas(design, profile)
+    module = context_dataset if design == "strip" else dataset
+    module.generate_dataset(root, num_train=profile.num_train, num_val=profile.num_val,
+                            image_size=size, seed=data_seed, split=split, progress=True)
+
+
+def with_twins(paths):
+    """``paths`` (a ``runners.DataPaths``) with the image size and, if present, the twins.
+
+    The image size is set when every image has the same size; the twins when
+    ``twin2017/`` and ``annotations/instances_twin2017.json`` and
+    ``annotations/context_val2017.json`` exist.
+    """
+    images = json.loads(paths.val_annotations.read_text())["images"]
+    sizes = {(int(i["height"]), int(i["width"])) for i in images}
+    image_size = next(iter(sizes)) if len(sizes) == 1 else None
+    annotations = paths.root / "annotations"
+    twin_annotations = annotations / "instances_twin2017.json"
+    has_twins = ((paths.root / "twin2017").is_dir() and twin_annotations.exists()
+                 and (annotations / "context_val2017.json").exists())
+    return dataclasses.replace(
+        paths, image_size=image_size,
+        twin_images=paths.root / "twin2017" if has_twins else None,
+        twin_annotations=twin_annotations if has_twins else None)
+
+
+def context_document(paths) -> dict | None:
+    """The ``context_val2017.json`` document of a dataset with twins (else None)."""
+    if paths.twin_annotations is None:
+        return None
+    return json.loads((paths.root / "annotations" / "context_val2017.json").read_text())
+
+
+def evaluate_context(paths, context: dict, run_dir: Path) -> dict:
+    """One model's context-reliance numbers from its ``detections.json`` and ``twin/``.
+
+    Returns:
+        ``{"twin": evaluate(...) on the twins, "flip": {"all": flip_rate,
+        "per_category": {...}, "by_distance": [...]}, "flip_rule": the same
+        with the context rule's labels}``.
+    """
+    scene = load_detections(run_dir / "detections.json")
+    twin = load_detections(run_dir / "twin" / "detections.json")
+    width = max(int(i["width"]) for i in
+                json.loads(paths.val_annotations.read_text())["images"])
+    edges = flip_rate.distance_edges(width, DISTANCE_BINS)
+    names = {c["id"]: c["name"] for c in context["categories"]
+             if c["id"] in context_dataset.CONTEXT_CATEGORIES}
+    result = {"twin": evaluate(paths.twin_annotations, twin)}
+    for key, labels in (("flip", "label"), ("flip_rule", "rule")):
+        records = flip_rate.flip_records(context, scene, twin, labels=labels)
+        result[key] = {"all": flip_rate.flip_rate(records),
+                       "per_category": flip_rate.per_category(records, names),
+                       "by_distance": flip_rate.by_distance(records, edges)}
+    return result
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None, "values": values}
+
+
+def aggregate_flips(per_seed: list[dict], key: str = "flip") -> dict:
+    """Mean and spread over seeds of the flip rates (in percent) of one model.
+
+    Returns:
+        ``{"all": stats, "per_category": {name: stats}, "by_distance":
+        [{"low", "high", "n", **stats}]}``, where ``n`` sums the seeds' objects.
+    """
+    if not per_seed:
+        raise ValueError("`per_seed` must hold at least one evaluation, received []")
+
+    def percent(entry):
+        return None if entry["rate"] is None else 100.0 * entry["rate"]
+
+    first = per_seed[0][key]
+    return {
+        "all": _stats([percent(run[key]["all"]) for run in per_seed]),
+        "n": sum(run[key]["all"]["n"] for run in per_seed),
+        "per_category": {name: _stats([percent(run[key]["per_category"][name])
+                                       for run in per_seed])
+                         for name in first["per_category"]},
+        "by_distance": [{"low": b["low"], "high": b["high"],
+                         "n": sum(run[key]["by_distance"][i]["n"] for run in per_seed),
+                         **_stats([percent(run[key]["by_distance"][i]) for run in per_seed])}
+                        for i, b in enumerate(first["by_distance"])],
+    }
+
+
+def _cell(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    if stat["std"] is None:
+        return f"{stat['mean']:.1f}"
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+
+
+def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
+    """Markdown: flip rates (percent) per model, overall, per class and per distance."""
+    models = list(flips)
+    header = ["flip rate (%)", *(labels[m] for m in models)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    first = flips[models[0]]
+    rows = [("all", lambda f: f["all"])]
+    rows += [(name, lambda f, name=name: f["per_category"][name]) for name in first["per_category"]]
+    rows += [(f"distance {b['low']:.0f}-{b['high']:.0f} px (n={b['n']})",
+              lambda f, i=i: f["by_distance"][i]) for i, b in enumerate(first["by_distance"])]
+    for label, pick in rows:
+        lines.append("| " + " | ".join([label, *(_cell(pick(flips[m])) for m in models)]) + " |")
+    return "\n".join(lines)
+
+
+def reach_curves(flips: dict[str, dict], labels: dict[str, str]) -> dict[str, dict]:
+    """``{label: {"distance": bin centres, "rate": means, "std": spreads, "n": counts}}``."""
+    curves = {}
+    for model, flip in flips.items():
+        bins = flip["by_distance"]
+        curves[labels[model]] = {"distance": [(b["low"] + b["high"]) / 2 for b in bins],
+                                 "rate": [b["mean"] for b in bins],
+                                 "std": [b["std"] for b in bins], "n": [b["n"] for b in bins]}
+    return curves
+
+
+def baseline_reach(profile, configs) -> float | None:
+    """The theoretical reach (px) of the baseline's P2 RPN scores under ``profile``.
+
+    Read from the backbone (``resnet.model_id``) and levels of the profile's
+    shared garden YAML (:func:`enl_experiments.main.reach.theoretical_reach`);
+    None when the profile has no shared YAML or another backbone type.
+    """
+    common = profile.garden_configs[0]
+    if common is None:
+        return None
+    model = yaml.safe_load((configs / common).read_text())["task"]["model"]
+    backbone = model.get("backbone", {})
+    if backbone.get("type") != "resnet":
+        return None
+    levels = reach.theoretical_reach(backbone["resnet"]["model_id"], model["min_level"],
+                                     model["max_level"])
+    return levels[f"P{model['min_level']}"]["radius"]

@@ -1,0 +1,69 @@
+"""Where the main job finds its YAML configs, data and results; the extras it checks first."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from enl_experiments.bench import cli as bench_cli
+from enl_experiments.common import extras
+from enl_experiments.main import cli, profiles, runners
+
+
+def test_packaged_configs_hold_every_profiles_files():
+    root = runners.config_root()
+    for profile in profiles.PROFILES.values():
+        for name in profile.garden_configs:
+            assert name is None or (root / name).is_file(), (profile.name, name)
+
+
+def test_config_dir_overrides_the_packaged_files(tmp_path):
+    shutil.copy(runners.config_root() / "beach_common.yaml", tmp_path / "beach_common.yaml")
+    runner = runners.get_runner("garden", profiles.get_profile("tiny"), tmp_path)
+    # beach_baseline.yaml is not in the override folder: the error names it.
+    with pytest.raises(runners.StepFailed, match=r"beach_baseline\.yaml not found"):
+        runner.config_files("baseline")
+    shutil.copy(runners.config_root() / "beach_baseline.yaml", tmp_path / "beach_baseline.yaml")
+    assert runner.config_files("baseline") == [tmp_path / "beach_common.yaml",
+                                               tmp_path / "beach_baseline.yaml"]
+
+
+def test_config_dir_must_be_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="`config_dir`.*received"):
+        runners.config_root(tmp_path / "missing")
+    with pytest.raises(ValueError, match="`config_dir`.*garden framework only"):
+        runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
+
+
+def test_a_missing_extra_is_named_with_its_pip_line():
+    with pytest.raises(extras.MissingExtra, match=r"the garden framework needs "
+                       r"`pip install enl-experiments\[garden\]` \(missing: no_such_module\)"):
+        extras.require_modules("the garden framework", ("json", "no_such_module"), "garden")
+    extras.require_modules("the garden framework", ("json",), "garden")
+    with pytest.raises(ValueError, match="`modules` must be top-level"):
+        extras.require_modules("x", ("enl_keras.garden",), "garden")
+
+
+def test_the_main_job_names_the_missing_extra_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runners.TorchRunner, "modules", ("torch", "no_such_torchvision"))
+    assert cli.main(["--profile", "tiny", "--framework", "torch"]) == 1
+    assert "needs `pip install enl-experiments[torch]`" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bench_names_the_missing_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench_cli.SECTION_MODULES, "torch", ("no_such_torch",))
+    assert bench_cli.main(["--sections", "torch", "--out", str(tmp_path / "bench")]) == 1
+    assert "torch section needs `pip install enl-experiments[bench]`" in capsys.readouterr().err
+
+
+def test_dry_run_reads_the_configs_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--dry-run", "--profile", "tiny", "--framework", "garden"]) == 0
+    out = capsys.readouterr().out
+    assert "beach_common.yaml" in out and "beach_enl.yaml" in out
+    # Data and results default to the current folder.
+    assert f"data: {tmp_path / 'data'}" in out and f"results: {tmp_path / 'results'}" in out
+    assert list(tmp_path.iterdir()) == []
