@@ -32,8 +32,19 @@ def test_config_dir_overrides_the_packaged_files(tmp_path):
 def test_config_dir_must_be_a_folder(tmp_path):
     with pytest.raises(ValueError, match="`config_dir`.*received"):
         runners.config_root(tmp_path / "missing")
-    with pytest.raises(ValueError, match="`config_dir`.*garden framework only"):
-        runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
+    with pytest.raises(ValueError, match="`config_dir`.*received"):
+        runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path / "missing")
+
+
+def test_torch_runner_derives_its_detector_from_the_config_dir(tmp_path):
+    """The torch mirror's sizes come from the common garden YAML of --config-dir."""
+    source = runners.config_root() / "beach_common.yaml"
+    (tmp_path / "beach_common.yaml").write_text(source.read_text())
+    runner = runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
+    assert runner.config_files("baseline") == [tmp_path / "beach_common.yaml"]
+    (tmp_path / "beach_common.yaml").unlink()
+    with pytest.raises(runners.StepFailed, match="beach_common.yaml"):
+        runner.config_files("baseline")
 
 
 def test_a_missing_extra_is_named_with_its_pip_line():

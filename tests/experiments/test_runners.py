@@ -119,7 +119,7 @@ def test_torch_detector_arguments_reach_train_and_predict(tmp_path, data):
     for name in ("default", "paper"):
         profile = profiles.get_profile(name)
         runner = runners.TorchRunner(profile)
-        expected = profile.torch_detector_kwargs(runners.EXPERIMENTS_DIR)
+        expected = profile.torch_detector_kwargs(runners.config_root())
         assert (expected is None) == (name == "paper")
         for model in runners.MODELS:
             parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
@@ -175,9 +175,9 @@ def test_every_variant_has_a_garden_config_and_experiment_per_profile():
     for profile in profiles.PROFILES.values():
         for variant in VARIANTS:
             name = profile.garden_configs[GARDEN_CONFIG_SLOT[variant]]
-            assert name is not None and (runners.EXPERIMENTS_DIR / name).is_file(), name
-    nlbu = yaml.safe_load((runners.EXPERIMENTS_DIR / "configs/beach_nlbu.yaml").read_text())
-    common = yaml.safe_load((runners.EXPERIMENTS_DIR / "configs/beach_common.yaml").read_text())
+            assert name is not None and (runners.config_root() / name).is_file(), name
+    nlbu = yaml.safe_load((runners.config_root() / "beach_nlbu.yaml").read_text())
+    common = yaml.safe_load((runners.config_root() / "beach_common.yaml").read_text())
     backbone = nlbu["task"]["model"]["backbone"]
     assert backbone["type"] == "resnet_nl" and backbone["resnet_nl"]["nl_level"] == 4
     # The same ResNet as every other variant, plus the block.
