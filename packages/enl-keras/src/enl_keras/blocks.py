@@ -143,8 +143,9 @@ class _BlockBase:
         try:
             return module.get(identifier)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"`{name}` must be None or a {module.__name__.rsplit('.', 1)[-1]} "
-                             f"identifier, received {identifier!r} ({error})") from None
+            kind = name.split("_", 1)[1]
+            raise ValueError(f"`{name}` must be None or a Keras {kind} (an instance, a name "
+                             f"or a config), received {identifier!r} ({error})") from None
 
     def _check_framework(self, inputs):
         """A Keras 3 block must not be used inside a tf_keras model (its weights

@@ -43,30 +43,34 @@ from official.modeling import hyperparams, tf_utils
 from official.vision.modeling.decoders import factory, fpn
 from official.vision.ops import spatial_transform_ops
 
+from enl_core.validation import DEFAULT_DCT_SIZE
 from enl_keras.garden import layers as garden_layers
 from enl_keras.garden.modeling.decoders.checks import (
     check_block,
     check_block_norm,
+    check_bool,
     check_dct_size,
+    check_enl_only,
     check_inter_channels,
     check_levels,
 )
-from enl_keras.garden.modeling.regularization import regularize_kernels
 
 
 def build_block(block: str, level: int, inter_channels: int | None, dct_size,
-                position_encoding: bool) -> tf_keras.layers.Layer:
+                position_encoding: bool, **weight_args) -> tf_keras.layers.Layer:
     """One top-down block: ENL, or the embedded-Gaussian NL baseline.
 
     NL has no relative-position term in the paper's tables, so
-    ``position_encoding`` and ``dct_size`` apply to ENL only.
+    ``position_encoding`` and ``dct_size`` apply to ENL only (the decoder
+    rejects them for NL). ``weight_args``: the blocks' ``kernel_regularizer``
+    and ``bias_regularizer`` (Model Garden's L2 weight decay).
     """
     if block == "enl":
         return garden_layers.ENL(inter_channels=inter_channels,
                                  position_encoding=position_encoding,
-                                 dct_size=tuple(dct_size), name=f"enl_{level}")
+                                 dct_size=tuple(dct_size), name=f"enl_{level}", **weight_args)
     return garden_layers.NonLocal(mode="embedded_gaussian", inter_channels=inter_channels,
-                                  name=f"nl_{level}")
+                                  name=f"nl_{level}", **weight_args)
 
 
 @tf_keras.utils.register_keras_serializable(package="ENL")
@@ -81,9 +85,12 @@ class ENLFPN(fpn.FPN):
             fine. Each must lie in [min_level, backbone max level].
         block: "enl" (default) or "nl" (embedded-Gaussian non-local).
         inter_channels: C' of each block; None means C // 2.
-        dct_size: (kH, kW) of ENL's position term; default (9, 9).
-        position_encoding: ENL's relative-position term; default True.
-        block_input_norm: feed each block's branch a normalised input
+        dct_size: (kH, kW) of ENL's position term; None: (9, 9). ENL only
+            (for "nl" anything but None raises).
+        position_encoding: ENL's relative-position term; None: True. ENL
+            only, as ``dct_size``.
+        block_input_norm: a bool (a string such as 'false' raises): feed
+            each block's branch a normalised input
             (``x + block(norm(x)) - norm(x)``, norm = the FPN's batch norm
             with ``use_sync_bn`` / ``norm_momentum`` / ``norm_epsilon``);
             default False (the paper's placement). See the module docstring.
@@ -91,9 +98,15 @@ class ENLFPN(fpn.FPN):
             FPN's batch norm) or "layer" (layer norm over channels, with
             ``norm_epsilon``).
 
+    The blocks get ``kernel_regularizer`` / ``bias_regularizer`` as their own
+    arguments, so Model Garden's weight decay reaches their kernels as it
+    reaches the convolutions' (``model.losses``).
+
     Raises:
         ValueError: naming `levels`, `block`, `block_norm`, `dct_size` or
-            `inter_channels`.
+            `inter_channels`, or `position_encoding` / `dct_size` set for "nl".
+        TypeError: naming `block_input_norm` or `position_encoding` when not
+            a bool.
 
     Example:
         >>> specs = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, 64])
@@ -123,14 +136,18 @@ class ENLFPN(fpn.FPN):
         levels: Sequence[int] = (5, 4, 3),
         block: str = "enl",
         inter_channels: int | None = None,
-        dct_size: Sequence[int] | int = (9, 9),
-        position_encoding: bool = True,
+        dct_size: Sequence[int] | int | None = None,
+        position_encoding: bool | None = None,
         block_input_norm: bool = False,
         block_norm: str = "batch",
         **kwargs):
         block = check_block(block)
         block_norm = check_block_norm(block_norm)
-        dct_size = check_dct_size(dct_size)
+        check_enl_only(block, position_encoding, dct_size)
+        dct_size = check_dct_size(DEFAULT_DCT_SIZE if dct_size is None else dct_size)
+        position_encoding = check_bool("position_encoding",
+                                       True if position_encoding is None else position_encoding)
+        block_input_norm = check_bool("block_input_norm", block_input_norm)
         inter_channels = check_inter_channels(inter_channels)
         if fusion_type not in ("sum", "concat"):
             raise ValueError(f"`fusion_type` must be 'sum' or 'concat', received {fusion_type!r}")
@@ -152,9 +169,9 @@ class ENLFPN(fpn.FPN):
             "levels": None,  # set below, once checked against the pyramid
             "block": block,
             "inter_channels": inter_channels,
-            "dct_size": dct_size,
-            "position_encoding": bool(position_encoding),
-            "block_input_norm": bool(block_input_norm),
+            "dct_size": dct_size if block == "enl" else None,
+            "position_encoding": position_encoding if block == "enl" else None,
+            "block_input_norm": block_input_norm,
             "block_norm": block_norm,
         }
         conv2d = (tf_keras.layers.SeparableConv2D if use_separable_conv
@@ -173,7 +190,9 @@ class ENLFPN(fpn.FPN):
         # the coarser RetinaNet-style levels are not part of it.
         levels = check_levels(levels, min_level, backbone_max_level)
         self._config_dict["levels"] = levels
-        blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
+        blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding,
+                                     kernel_regularizer=kernel_regularizer,
+                                     bias_regularizer=bias_regularizer)
                   for level in levels}
 
         def norm_layer(name, kind="batch"):
@@ -198,7 +217,6 @@ class ENLFPN(fpn.FPN):
                 output = feature + branch
             else:
                 output = blocks[level](feature)
-            regularize_kernels(blocks[level], kernel_regularizer)  # built by the call
             return output
 
         feats_lateral = {
@@ -253,7 +271,8 @@ class ENLFPN(fpn.FPN):
     def get_config(self) -> Mapping[str, Any]:
         config = dict(self._config_dict)
         config["levels"] = list(config["levels"])
-        config["dct_size"] = list(config["dct_size"])
+        if config["dct_size"] is not None:
+            config["dct_size"] = list(config["dct_size"])
         return config
 
 
