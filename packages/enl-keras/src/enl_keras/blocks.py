@@ -140,12 +140,17 @@ class _BlockBase:
         """``module.get(identifier)`` (None stays None), the error naming ``name``."""
         if identifier is None:
             return None
+        kind = name.split("_", 1)[1]
         try:
-            return module.get(identifier)
+            resolved = module.get(identifier)
         except (TypeError, ValueError) as error:
-            kind = name.split("_", 1)[1]
+            resolved, reason = None, f" ({error})"
+        else:
+            reason = ""  # tf_keras' regularizers.get returns an unknown name unchanged
+        if not callable(resolved):
             raise ValueError(f"`{name}` must be None or a Keras {kind} (an instance, a name "
-                             f"or a config), received {identifier!r} ({error})") from None
+                             f"or a config), received {identifier!r}{reason}")
+        return resolved
 
     def _check_framework(self, inputs):
         """A Keras 3 block must not be used inside a tf_keras model (its weights
