@@ -26,7 +26,8 @@ from enl_core.testing import assert_close, max_relative_error
 
 BACKEND = keras.backend.backend()
 tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow",
-                                     reason="TensorFlow graphs (tf.function, XLA, SavedModel)")
+                                     reason="TensorFlow graphs (tf.function, XLA, SavedModel) "
+                                     f"need KERAS_BACKEND=tensorflow, received {BACKEND!r}")
 
 CHANNELS, INTER = 4, 3
 GRID = (5, 6)  # H, W: small enough for the explicit N x N reference
