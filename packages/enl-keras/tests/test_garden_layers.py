@@ -177,3 +177,51 @@ def test_twin_docstring_examples_run():
 
     result = doctest.testmod(garden, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+@pytest.mark.parametrize("keras_cls", [enl_keras.ENL, enl_keras.NonLocal])
+def test_keras3_block_in_a_tf_keras_model_names_the_twin(keras_cls):
+    """Its weights would not be tracked by tf_keras: an error, not silence."""
+    name = keras_cls.__name__
+    match = f"enl_keras.{name} is a Keras 3 layer.*enl_keras.garden.layers.{name}"
+    inputs = tf_keras.Input((8, 8, 4))
+    with pytest.raises(TypeError, match=f"{match}") as functional:
+        keras_cls()(inputs)
+    assert "tf_keras functional model" in str(functional.value)
+
+    class Subclassed(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.block = keras_cls()
+
+        def call(self, x):
+            return self.block(x)
+
+    with pytest.raises(TypeError, match=f"{match}") as subclassed:
+        Subclassed()(np.ones((1, 8, 8, 4), "float32"))
+    assert "tf_keras layer 'subclassed'" in str(subclassed.value)
+    # The twin, and the Keras 3 layer outside tf_keras, are unaffected.
+    twin_cls = getattr(garden, name)
+    model = tf_keras.Model(inputs, twin_cls()(inputs))
+    assert len(model.trainable_weights) == 4
+    assert keras_cls()(np.ones((1, 8, 8, 4), "float32")).shape == (1, 8, 8, 4)
+
+
+@pytest.mark.parametrize("twin_cls", [garden.ENL, garden.NonLocal])
+def test_twin_takes_tf_keras_initializers_and_regularizers(twin_cls):
+    layer = twin_cls(kernel_initializer=tf_keras.initializers.Constant(0.25),
+                     kernel_regularizer=tf_keras.regularizers.l2(1e-2),
+                     bias_regularizer="l1", zero_init=False)
+    inputs = tf_keras.Input((8, 8, 4))
+    model = tf_keras.Model(inputs, layer(inputs))
+    np.testing.assert_array_equal(layer.projection_kernel.numpy(), 0.25)
+    kernels = [layer.projection_kernel.numpy(), layer.output_kernel.numpy()]
+    # The model's losses hold one term per kernel (the biases are zero: l1 of 0).
+    assert sorted(float(loss) for loss in model.losses) == pytest.approx(sorted(
+        [0.0, 0.0] + [1e-2 * float(np.sum(k**2)) for k in kernels]))
+    config = layer.get_config()
+    assert config["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-2)
+    assert twin_cls.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="`kernel_regularizer` must be None or a Keras "
+                                         "regularizer.*'l3'"):
+        twin_cls(kernel_regularizer="l3")

@@ -13,6 +13,7 @@ the test and are skipped under torch and JAX).
 from __future__ import annotations
 
 import functools
+import re
 
 import hypothesis
 import hypothesis.strategies as st
@@ -26,7 +27,8 @@ from enl_core.testing import assert_close, max_relative_error
 
 BACKEND = keras.backend.backend()
 tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow",
-                                     reason="TensorFlow graphs (tf.function, XLA, SavedModel)")
+                                     reason="TensorFlow graphs (tf.function, XLA, SavedModel) "
+                                     f"need KERAS_BACKEND=tensorflow, received {BACKEND!r}")
 
 CHANNELS, INTER = 4, 3
 GRID = (5, 6)  # H, W: small enough for the explicit N x N reference
@@ -583,3 +585,116 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(enl_keras.layers, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# ------------------------------------------- grids, dtypes, dct_weights
+@pytest.mark.parametrize("shape", [(1, 0, 0, 4), (1, 0, 5, 4), (1, 5, 0, 4)])
+@pytest.mark.parametrize("cls", [enl_keras.ENL, enl_keras.NonLocal])
+def test_empty_grid_is_named(cls, shape):
+    message = f"non-empty H x W grid, received shape {shape}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cls()(np.zeros(shape, "float32"))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8", "bool"])
+@pytest.mark.parametrize("cls", [enl_keras.ENL, enl_keras.NonLocal])
+def test_non_floating_dtype_is_named(cls, dtype):
+    with pytest.raises(ValueError, match=f"`dtype` of {cls.__name__}.*'{dtype}'"):
+        cls(dtype=dtype)
+
+
+def test_complex_dct_weights_are_rejected():
+    with pytest.raises(TypeError, match="`dct_weights` must be real.*complex"):
+        enl_keras.ENL(dct_size=(2, 2), dct_weights=np.ones((2, 2)) * (1 + 0.5j))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch tensor needs KERAS_BACKEND=torch "
+                    "(TensorFlow and torch never share a process here)")
+def test_torch_tensor_that_requires_grad_is_named_as_dct_weights():
+    import torch
+
+    weights = torch.ones((2, 2), requires_grad=True)
+    with pytest.raises(TypeError, match="`dct_weights` must be .*numpy-convertible array"):
+        enl_keras.ENL(dct_size=(2, 2), dct_weights=weights)
+    layer = enl_keras.ENL(dct_size=(2, 2), dct_weights=weights.detach())  # detached: accepted
+    np.testing.assert_array_equal(layer.fixed_dct_weights, np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("grid", [(6, 6), (3, 8), (1, 1)])
+def test_dct_size_is_cropped_to_the_grid_before_any_work(grid):
+    """Same output as the clamped size, and the bases never exceed the grid."""
+    params = enl_core.init_params(CHANNELS, INTER, seed=3)
+    x = np.random.default_rng(3).normal(size=(1, *grid, CHANNELS))
+    huge = enl_keras.ENL(inter_channels=INTER, dct_size=(2000, 3000), dtype="float64")
+    huge.set_block_weights(params)
+    clamped = enl_keras.ENL(inter_channels=INTER, dct_size=grid, dtype="float64")
+    clamped.set_block_weights(params)
+    assert_close(to_numpy(huge(x)), to_numpy(clamped(x)), "float64")
+    assert_close(to_numpy(huge(x)), enl_core.enl_block(x, params, dct_size=(2000, 3000)),
+                 "float64")
+    scale = huge._dct_scale(keras.ops.convert_to_tensor(x))
+    assert tuple(scale.shape) == grid  # d^2 holds only the grid's frequencies
+    assert tuple(enl_keras.ops.crop_dct_scale(keras.ops.ones((2000, 3000)), *grid).shape) == grid
+
+
+# ------------------------------------------- sub_sample at call time
+@pytest.mark.parametrize("shape", [(1, 1, 4, 4), (1, 4, 1, 4), (1, 1, 1, 4)])
+def test_sub_sample_needs_two_by_two_at_every_call(shape):
+    layer = enl_keras.NonLocal(sub_sample=True)
+    layer(np.ones((1, 4, 4, 4), "float32"))  # built on a valid grid
+    with pytest.raises(ValueError, match=re.escape(f"`sub_sample` of NonLocal needs H, W >= 2 "
+                                                   f"(2x2 pooling of the keys), received "
+                                                   f"shape {shape}")):
+        layer(np.ones(shape, "float32"))
+    channels_first = enl_keras.NonLocal(sub_sample=True, data_format="channels_first")
+    with pytest.raises(ValueError, match="sub_sample.*H, W >= 2"):
+        channels_first(np.ones((1, 4, 1, 4), "float32"))
+
+
+@tensorflow_only
+def test_sub_sample_check_runs_in_a_graph_with_dynamic_shapes():
+    import tensorflow as tf
+
+    layer = enl_keras.NonLocal(sub_sample=True)
+    layer(np.ones((1, 4, 4, 4), "float32"))
+    graph = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 4))])
+    assert graph(np.ones((1, 4, 6, 4), "float32")).shape == (1, 4, 6, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sub_sample.*H, W >= 2"):
+        graph(np.ones((1, 1, 6, 4), "float32"))
+
+
+# ------------------------------------------- initializers and regularizers
+@pytest.mark.parametrize("cls", [enl_keras.ENL, enl_keras.NonLocal])
+def test_initializers_and_regularizers_like_multi_head_attention(cls):
+    layer = cls(kernel_initializer=keras.initializers.Constant(0.5), bias_initializer="ones",
+                kernel_regularizer=keras.regularizers.L2(1e-2),
+                bias_regularizer=keras.regularizers.L1(1e-3), zero_init=False)
+    layer(np.ones((1, 4, 4, 4), "float32"))
+    np.testing.assert_array_equal(to_numpy(layer.projection_kernel), 0.5)
+    np.testing.assert_array_equal(to_numpy(layer.output_kernel), 0.5)
+    np.testing.assert_array_equal(to_numpy(layer.projection_bias), 1.0)
+    np.testing.assert_array_equal(to_numpy(layer.output_bias), 1.0)
+    kernels = [to_numpy(layer.projection_kernel), to_numpy(layer.output_kernel)]
+    biases = [to_numpy(layer.projection_bias), to_numpy(layer.output_bias)]
+    expected = sorted([1e-2 * float(np.sum(k**2)) for k in kernels]
+                      + [1e-3 * float(np.sum(np.abs(b))) for b in biases])
+    assert sorted(float(to_numpy(loss)) for loss in layer.losses) == pytest.approx(expected)
+    config = layer.get_config()
+    assert config["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-2)
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    clone(np.ones((1, 4, 4, 4), "float32"))
+    np.testing.assert_array_equal(to_numpy(clone.projection_kernel), 0.5)
+
+
+@pytest.mark.parametrize("cls", [enl_keras.ENL, enl_keras.NonLocal])
+def test_zero_init_wins_over_the_initializers_for_out(cls):
+    layer = cls(kernel_initializer="ones", bias_initializer="ones")  # zero_init=True
+    layer(np.ones((1, 4, 4, 4), "float32"))
+    np.testing.assert_array_equal(to_numpy(layer.projection_kernel), 1.0)
+    np.testing.assert_array_equal(to_numpy(layer.projection_bias), 1.0)
+    np.testing.assert_array_equal(to_numpy(layer.output_kernel), 0.0)
+    np.testing.assert_array_equal(to_numpy(layer.output_bias), 0.0)
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, 4)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(layer(x)), x)  # still the identity at init
+    assert cls().get_config()["kernel_initializer"] is None  # None: the block's own defaults

@@ -9,8 +9,18 @@ backend) and with ``tf_keras.layers.Layer`` in :mod:`enl_keras.garden.layers`
 :mod:`enl_keras.ops`. Both Layer classes offer the same ``add_weight``,
 ``compute_dtype`` and variables with ``.assign`` / ``.numpy``, which is all
 this module uses. A subclass sets ``_initializers`` (its framework's
-initializer module) and ``_fixed_dtype_weight`` (the keyword that turns
-autocasting off for a variable).
+initializer and regularizer modules) and ``_fixed_dtype_weight`` (the keyword
+that turns autocasting off for a variable).
+
+Initializers and regularizers, as Keras's ``MultiHeadAttention`` takes them:
+``kernel_initializer`` (None: Glorot-uniform per projection, as three separate
+``Conv2D`` would get) initialises the fused theta | phi | g kernel and, with
+``zero_init=False``, the ``out`` kernel; ``bias_initializer`` (None: zeros)
+the biases. ``zero_init=True`` takes precedence for ``out``: its kernel and
+bias start at zero whatever the initializers (the block starts as the
+identity); pass ``zero_init=False`` to initialise ``out`` with them.
+``kernel_regularizer`` / ``bias_regularizer`` apply to every kernel (the
+projection and ``out``) / every bias; their losses are in ``layer.losses``.
 
 Weights (the shared (in, out) layout of :mod:`enl_core.params`):
 ``projection_kernel`` (C, 3 C') = theta | phi | g kernels side by side,
@@ -21,15 +31,18 @@ and ``dct_weights`` (kH, kW) when d is learnable.
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 from keras import ops
+from keras.backend import backend
 
 from enl_core import params as enl_params
 from enl_core.blocks import NL_MODES
-from enl_core.dct import position_index
+from enl_core.dct import clamped_weights, position_index
 from enl_core.validation import (
     DEFAULT_DCT_SIZE,
+    clamp_dct_size,
     normalize_dct_size,
     normalize_dct_weights,
     positive_int,
@@ -57,13 +70,51 @@ def _is_floating(dtype) -> bool:
     return "float" in name
 
 
+def _dct_weights_array(dct_weights):
+    """A user's fixed ``dct_weights`` as a real numpy array, or a named error."""
+    try:
+        array = np.asarray(dct_weights)
+    except (TypeError, ValueError, RuntimeError) as error:
+        # e.g. a torch tensor that requires grad: np.asarray refuses it.
+        raise TypeError(f"`dct_weights` must be None, 'learnable' or a numpy-convertible "
+                        f"array (detach a framework tensor first), received "
+                        f"{type(dct_weights).__name__} {dct_weights!r} ({error})") from error
+    if np.iscomplexobj(array):
+        raise TypeError(f"`dct_weights` must be real, received complex {dct_weights!r}")
+    return array
+
+
+def _is_tf_keras_tensor(value) -> bool:
+    """True for a symbolic tf_keras (Keras 2) tensor, without importing tf_keras."""
+    return type(value).__module__.startswith("tf_keras.") and hasattr(value, "type_spec")
+
+
+def _tf_keras_caller():
+    """The tf_keras layer whose ``call`` is running now, or None.
+
+    tf_keras keeps a call context while a tf_keras layer or model runs; only
+    consulted when tf_keras is already imported (this module never imports it).
+    """
+    if "tf_keras" not in sys.modules:
+        return None
+    try:
+        from tf_keras.src.engine import base_layer_utils
+    except ImportError:  # another tf_keras layout: the tensor check still applies
+        return None
+    context = base_layer_utils.call_context()
+    return context.layer if context.in_call else None
+
+
 class _BlockBase:
     """What ENL and NonLocal share: projections, weights, checks, config."""
 
     _initializers = None  # the framework's initializer module; set by the subclass
+    _regularizers = None  # its regularizer module
     _fixed_dtype_weight = {}  # add_weight kwargs that keep a weight in float32
 
-    def _init_block(self, inter_channels, dct_size, zero_init, use_bias, data_format):
+    def _init_block(self, inter_channels, dct_size, zero_init, use_bias, data_format,
+                    kernel_initializer, bias_initializer, kernel_regularizer,
+                    bias_regularizer):
         if inter_channels is not None:
             inter_channels = positive_int("inter_channels", inter_channels)
         self.inter_channels = inter_channels
@@ -73,6 +124,50 @@ class _BlockBase:
         self.data_format = _check_data_format(data_format)
         self._channel_axis = -1 if data_format == "channels_last" else 1
         self.channels = None
+        if not _is_floating(self.compute_dtype):
+            raise ValueError(f"`dtype` of {type(self).__name__} must be a floating-point "
+                             f"dtype or policy (float32, mixed_float16, ...), received "
+                             f"compute dtype {self.compute_dtype!r}")
+        self.kernel_initializer = self._lookup("kernel_initializer", kernel_initializer,
+                                               self._initializers)
+        self.bias_initializer = self._lookup("bias_initializer", bias_initializer,
+                                             self._initializers)
+        self.kernel_regularizer = self._lookup("kernel_regularizer", kernel_regularizer,
+                                               self._regularizers)
+        self.bias_regularizer = self._lookup("bias_regularizer", bias_regularizer,
+                                             self._regularizers)
+
+    @staticmethod
+    def _lookup(name, identifier, module):
+        """``module.get(identifier)`` (None stays None), the error naming ``name``."""
+        if identifier is None:
+            return None
+        kind = name.split("_", 1)[1]
+        try:
+            resolved = module.get(identifier)
+        except (TypeError, ValueError) as error:
+            resolved, reason = None, f" ({error})"
+        else:
+            reason = ""  # tf_keras' regularizers.get returns an unknown name unchanged
+        if not callable(resolved):
+            raise ValueError(f"`{name}` must be None or a Keras {kind} (an instance, a name "
+                             f"or a config), received {identifier!r}{reason}")
+        return resolved
+
+    def _check_framework(self, inputs):
+        """A Keras 3 block must not be used inside a tf_keras model (its weights
+        would not be tracked); the tf_keras twins are the Model Garden layers."""
+        if self._initializers.__name__.startswith("tf_keras"):
+            return
+        caller = None if not _is_tf_keras_tensor(inputs) else "a tf_keras functional model"
+        if caller is None:
+            layer = _tf_keras_caller()
+            caller = None if layer is None else f"tf_keras layer {layer.name!r}"
+        if caller is not None:
+            raise TypeError(f"enl_keras.{type(self).__name__} is a Keras 3 layer and is being "
+                            f"called from {caller}, where its weights would not be tracked "
+                            f"or trained; use enl_keras.garden.layers.{type(self).__name__}, "
+                            f"its tf_keras twin (same arguments and weights)")
 
     # ----------------------------------------------------------------- build
     def _block_input_shape(self, input_shape):
@@ -87,6 +182,10 @@ class _BlockBase:
             raise ValueError(f"`inputs` of {type(self).__name__} must have a known channel "
                              f"dimension (axis {self._channel_axis}, "
                              f"data_format={self.data_format!r}), received shape {shape}")
+        spatial = shape[2:] if self._channel_axis == 1 else shape[1:3]
+        if any(size is not None and int(size) < 1 for size in spatial):
+            raise ValueError(f"`inputs` of {type(self).__name__} must have a non-empty H x W "
+                             f"grid, received shape {shape}")
         if self.channels is not None and int(channels) != self.channels:
             raise ValueError(f"`inputs` of {type(self).__name__} must keep C={self.channels} "
                              f"channels (axis {self._channel_axis}) from the first call, "
@@ -105,22 +204,33 @@ class _BlockBase:
         # Conv2D would get, although the three kernels are stored fused.
         fused = init.VarianceScaling(scale=(channels + 3 * inter) / (channels + inter),
                                      mode="fan_avg", distribution="uniform")
-        self.projection_kernel = self.add_weight(name="projection_kernel",
-                                                 shape=(channels, 3 * inter), initializer=fused)
+        kernel_init = self.kernel_initializer
+        bias_init = "zeros" if self.bias_initializer is None else self.bias_initializer
+        self.projection_kernel = self.add_weight(
+            name="projection_kernel", shape=(channels, 3 * inter),
+            initializer=fused if kernel_init is None else kernel_init,
+            regularizer=self.kernel_regularizer)
+        # Zero `out` makes a new block the identity (docs/ENL-SPEC.md "The block");
+        # zero_init wins over the initializers (module docstring).
         self.output_kernel = self.add_weight(
             name="output_kernel", shape=(inter, channels),
-            # Zero `out` makes a new block the identity (docs/ENL-SPEC.md "The block").
-            initializer="zeros" if self.zero_init else init.GlorotUniform())
+            initializer=("zeros" if self.zero_init else
+                         init.GlorotUniform() if kernel_init is None else kernel_init),
+            regularizer=self.kernel_regularizer)
         self.projection_bias = self.output_bias = None
         if self.use_bias:
-            self.projection_bias = self.add_weight(name="projection_bias", shape=(3 * inter,),
-                                                   initializer="zeros")
-            self.output_bias = self.add_weight(name="output_bias", shape=(channels,),
-                                               initializer="zeros")
+            self.projection_bias = self.add_weight(
+                name="projection_bias", shape=(3 * inter,), initializer=bias_init,
+                regularizer=self.bias_regularizer)
+            self.output_bias = self.add_weight(
+                name="output_bias", shape=(channels,),
+                initializer="zeros" if self.zero_init else bias_init,
+                regularizer=self.bias_regularizer)
 
     # ------------------------------------------------------------------ call
     def _channels_last(self, inputs):
         """Checks a call's input and returns it channels-last."""
+        self._check_framework(inputs)
         if not _is_floating(inputs.dtype):
             raise TypeError(f"`inputs` of {type(self).__name__} must be a floating-point "
                             f"tensor, received dtype {inputs.dtype}")
@@ -141,17 +251,24 @@ class _BlockBase:
         return (cast(self.projection_kernel), cast(self.projection_bias),
                 cast(self.output_kernel), cast(self.output_bias))
 
-    def _dct_scale(self, dtype):
-        """d^2 (kH, kW) in the accumulation dtype of ``dtype``, or None."""
+    def _dct_scale(self, x):
+        """d^2 (kH, kW) for the channels-last input ``x``, in its accumulation dtype
+        (cropped to x's grid when static), or None."""
         return None
 
     def compute_output_shape(self, input_shape):
         return tuple(self._block_input_shape(input_shape))
 
     def _block_config(self):
+        def serialize(value, module):
+            return None if value is None else module.serialize(value)
         return {"inter_channels": self.inter_channels, "dct_size": list(self.dct_size),
                 "zero_init": self.zero_init, "use_bias": self.use_bias,
-                "data_format": self.data_format}
+                "data_format": self.data_format,
+                "kernel_initializer": serialize(self.kernel_initializer, self._initializers),
+                "bias_initializer": serialize(self.bias_initializer, self._initializers),
+                "kernel_regularizer": serialize(self.kernel_regularizer, self._regularizers),
+                "bias_regularizer": serialize(self.bias_regularizer, self._regularizers)}
 
     # ------------------------------------------------------- attention map
     def _attention_input(self, inputs, position):
@@ -277,9 +394,12 @@ class ENLBlock(_BlockBase):
 
     def __init__(self, inter_channels=None, position_encoding=True, dct_size=DEFAULT_DCT_SIZE,
                  dct_weights=None, zero_init=True, use_bias=True, data_format="channels_last",
-                 **kwargs):
+                 kernel_initializer=None, bias_initializer=None, kernel_regularizer=None,
+                 bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format)
+        self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format,
+                         kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer)
         self.position_encoding = _check_bool("position_encoding", position_encoding)
         self.learnable_dct_weights = isinstance(dct_weights, str) and dct_weights == "learnable"
         self.fixed_dct_weights = None
@@ -287,7 +407,8 @@ class ENLBlock(_BlockBase):
             raise ValueError(f"`dct_weights` must be None, 'learnable' or an array of shape "
                              f"dct_size={self.dct_size}, received {dct_weights!r}")
         if dct_weights is not None and not self.learnable_dct_weights:
-            self.fixed_dct_weights = normalize_dct_weights(dct_weights, self.dct_size)
+            self.fixed_dct_weights = normalize_dct_weights(_dct_weights_array(dct_weights),
+                                                           self.dct_size)
         if dct_weights is not None and not self.position_encoding:
             raise ValueError(f"`dct_weights` needs position_encoding=True, received "
                              f"dct_weights={dct_weights!r} with position_encoding=False")
@@ -303,17 +424,21 @@ class ENLBlock(_BlockBase):
 
     def call(self, inputs):
         x = self._channels_last(inputs)
-        z = enl_ops.enl(x, *self._weights(x.dtype), dct_scale=self._dct_scale(x.dtype))
+        z = enl_ops.enl(x, *self._weights(x.dtype), dct_scale=self._dct_scale(x))
         return self._restore_format(z)
 
-    def _dct_scale(self, dtype):
+    def _dct_scale(self, x):
         if not self.position_encoding:
             return None
-        accumulate = enl_ops.accumulation_dtype(dtype)
+        accumulate = enl_ops.accumulation_dtype(x.dtype)
         if self.learnable_dct_weights:
             return ops.square(ops.cast(self.dct_weights, accumulate))
-        weights = (np.ones(self.dct_size) if self.fixed_dct_weights is None
-                   else self.fixed_dct_weights)
+        height, width = x.shape[1], x.shape[2]
+        if height is None or width is None:
+            weights = normalize_dct_weights(self.fixed_dct_weights, self.dct_size)
+        else:  # only the frequencies the grid holds (ops.position_term crops the rest)
+            weights = clamped_weights(int(height), int(width), self.dct_size,
+                                      self.fixed_dct_weights)
         return ops.convert_to_tensor(weights**2, dtype=accumulate)
 
     def _dct_weights_array(self):
@@ -355,7 +480,7 @@ class ENLBlock(_BlockBase):
         x, index = self._attention_input(inputs, position)
         kernel, bias, _, _ = self._weights(x.dtype)
         return enl_ops.attention_row(x, kernel, bias, index, mode="dot_product",
-                                     dct_scale=self._dct_scale(x.dtype))
+                                     dct_scale=self._dct_scale(x))
 
     def get_config(self):
         dct_weights = ("learnable" if self.learnable_dct_weights else
@@ -370,9 +495,14 @@ class NonLocalBlock(_BlockBase):
 
     def __init__(self, mode="embedded_gaussian", inter_channels=None, scale=True,
                  sub_sample=False, position_encoding=False, dct_size=DEFAULT_DCT_SIZE,
-                 zero_init=True, use_bias=True, data_format="channels_last", **kwargs):
+                 zero_init=True,
+                 use_bias=True, data_format="channels_last", kernel_initializer=None,
+                 bias_initializer=None, kernel_regularizer=None, bias_regularizer=None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format)
+        self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format,
+                         kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer)
         if mode not in NL_MODES:
             raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
         self.mode = mode
@@ -386,23 +516,44 @@ class NonLocalBlock(_BlockBase):
                              f"sub_sample={sub_sample!r}")
 
     def build(self, input_shape):
-        shape = self._block_input_shape(input_shape)
-        spatial = [shape[2], shape[3]] if self._channel_axis == 1 else [shape[1], shape[2]]
-        if self.sub_sample and any(s is not None and s < 2 for s in spatial):
-            raise ValueError(f"`sub_sample` needs H, W >= 2, received shape {shape}")
+        self._check_sub_sample_grid(self._block_input_shape(input_shape))
         self._build_block(input_shape)
+
+    def _check_sub_sample_grid(self, shape, x=None):
+        """2x2 pooling needs H, W >= 2 (else no key is left): checked on the
+        static shape, and at run time for a dynamic H or W in a TensorFlow
+        graph (``tf.debugging``; the other backends always see the shape)."""
+        if not self.sub_sample:
+            return x
+        spatial = [shape[2], shape[3]] if self._channel_axis == 1 else [shape[1], shape[2]]
+        if any(s is not None and int(s) < 2 for s in spatial):
+            raise ValueError(f"`sub_sample` of {type(self).__name__} needs H, W >= 2 (2x2 "
+                             f"pooling of the keys), received shape {tuple(shape)}")
+        if x is None or all(s is not None for s in spatial) or backend() != "tensorflow":
+            return x
+        import tensorflow as tf
+
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(x)[1:3], 2, message=f"`sub_sample` of {type(self).__name__} needs H, "
+            f"W >= 2 (2x2 pooling of the keys); received (B, H, W, C) shape")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
 
     def call(self, inputs):
         x = self._channels_last(inputs)
+        x = self._check_sub_sample_grid(tuple(inputs.shape), x)
         z = enl_ops.nonlocal_block(x, *self._weights(x.dtype), mode=self.mode, scale=self.scale,
                                    sub_sample=self.sub_sample,
-                                   dct_scale=self._dct_scale(x.dtype))
+                                   dct_scale=self._dct_scale(x))
         return self._restore_format(z)
 
-    def _dct_scale(self, dtype):
+    def _dct_scale(self, x):
         if not self.position_encoding:
             return None
-        return ops.ones(self.dct_size, dtype=enl_ops.accumulation_dtype(dtype))
+        height, width = x.shape[1], x.shape[2]
+        size = (self.dct_size if height is None or width is None
+                else clamp_dct_size(self.dct_size, int(height), int(width)))
+        return ops.ones(size, dtype=enl_ops.accumulation_dtype(x.dtype))
 
     def attention_map(self, inputs, position):
         """Row ``position`` of the NL affinity, per image (the paper's Fig. 1).
@@ -423,7 +574,7 @@ class NonLocalBlock(_BlockBase):
         kernel, bias, _, _ = self._weights(x.dtype)
         return enl_ops.attention_row(x, kernel, bias, index, mode=self.mode, scale=self.scale,
                                      sub_sample=self.sub_sample,
-                                     dct_scale=self._dct_scale(x.dtype))
+                                     dct_scale=self._dct_scale(x))
 
     def get_config(self):
         return {**super().get_config(), **self._block_config(), "mode": self.mode,

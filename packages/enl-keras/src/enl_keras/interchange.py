@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from enl_core import params as core_params
+from enl_core.validation import DEFAULT_DCT_SIZE
 from enl_keras import blocks
 from enl_keras.layers import ENL
 
@@ -145,7 +146,7 @@ def _block_from_variables(variables: Mapping[str, np.ndarray]) -> dict[str, np.n
     kernel = np.asarray(variables["projection_kernel"])
     dct = variables.get("dct_weights")
     layer = ENL(inter_channels=kernel.shape[1] // 3, use_bias="projection_bias" in variables,
-                dct_size=(9, 9) if dct is None else np.shape(dct),
+                dct_size=DEFAULT_DCT_SIZE if dct is None else np.shape(dct),
                 dct_weights=None if dct is None else "learnable", dtype=kernel.dtype.name)
     layer.build((None, None, None, kernel.shape[0]))
     for name, value in variables.items():

@@ -65,6 +65,7 @@ class ENL(blocks.ENLBlock, keras.layers.Layer):
     """
 
     _initializers = keras.initializers
+    _regularizers = keras.regularizers
     _fixed_dtype_weight = {"autocast": False}
 
 
@@ -103,3 +104,4 @@ class NonLocal(blocks.NonLocalBlock, keras.layers.Layer):
     """
 
     _initializers = keras.initializers
+    _regularizers = keras.regularizers

@@ -8,11 +8,17 @@ same code serves the Keras 3 layers (:mod:`enl_keras.layers`, any backend)
 and the tf_keras twins (:mod:`enl_keras.garden.layers`: with the TensorFlow
 backend ``keras.ops`` runs on the ``tf.Tensor`` a tf_keras layer receives).
 
-Precision: the sums over the N positions (``phi g`` and the DCT coefficients
-``E-hat^T g``) run in :func:`accumulation_dtype` (float32, or float64 for
-float64 inputs) whatever the compute dtype, so float16 / bfloat16 activations
-at N = 65,536 neither overflow nor lose the sum. Everything else stays in the
-compute dtype, where the matmuls are cheap.
+Precision (the mixed-precision contract): under a float16 / bfloat16 compute
+dtype, ENL runs only the theta / phi / g projections (~90% of its
+multiply-adds) in the compute dtype; the whole mix (``phi g``, the theta
+product, the position term) and the output projection with the residual run
+in :func:`accumulation_dtype` (float32, or float64 for float64 inputs), and
+the result is cast back at the end. ``theta (phi g) / N`` grows with the cube
+of the input, so in float16 it overflows where the block's output is
+representable, and the sums over N = 65,536 positions would overflow or lose
+the sum. NonLocal runs in the accumulation dtype from the projections on:
+its softmax turns any rounding of the logits into a relative error of the
+affinity, and its N x N' product dominates the cost anyway.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import keras
 from keras import ops
 
 from enl_core.dct import dct_angle, dct_phase
+from enl_core.validation import clamp_dct_size
 
 
 def accumulation_dtype(dtype) -> str:
@@ -89,13 +96,19 @@ def dct_basis(length, frequencies: int, dtype="float32"):
 def position_term(g, dct_scale):
     """``E-hat (E-hat^T g)`` for g of shape (B, H, W, C') (eq. 9, 11).
 
-    ``dct_scale`` is d^2, shape (kH, kW) (static), in g's dtype. Separable:
+    ``dct_scale`` is d^2, shape (kH, kW) (static), in g's dtype. When H and
+    W are static (eager, torch, a traced shape) it is first cropped to
+    ``(min(kH, H), min(kW, W))``, so the work never depends on frequencies
+    the grid cannot hold; with a dynamic H or W (a graph traced with unknown
+    spatial dims) the bases keep all kH, kW columns, the extra ones zeroed.
+    Separable:
     ``S = B_H^T G B_W`` scaled by d^2, then ``B_H S B_W^T``; O(N (kH + kW) C')
     and no N x (kH kW) matrix (docs/ENL-SPEC.md). Each contraction is a matmul whose
     left operand is a small basis broadcast over the batch, so g is never
     transposed.
     """
     height, width, inter = ops.shape(g)[1], ops.shape(g)[2], g.shape[-1]
+    dct_scale = crop_dct_scale(dct_scale, height, width)
     k_h, k_w = dct_scale.shape
     basis_h = dct_basis(height, k_h, g.dtype)  # H, kH
     basis_w = dct_basis(width, k_w, g.dtype)  # W, kW
@@ -108,6 +121,16 @@ def position_term(g, dct_scale):
     rows = matmul(basis_h, ops.reshape(coefficients, (-1, k_h, k_w * inter)))  # B, H, kW C'
     spatial = matmul(basis_w, ops.reshape(rows, (-1, k_w, inter)))  # B H, W, C'
     return ops.reshape(spatial, (-1, height, width, inter))  # B, H, W, C'
+
+
+def crop_dct_scale(dct_scale, height, width):
+    """``dct_scale`` cropped to the grid when H and W are static Python ints."""
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return dct_scale
+    k_h, k_w = clamp_dct_size(tuple(dct_scale.shape), height, width)
+    if (k_h, k_w) == tuple(dct_scale.shape):
+        return dct_scale
+    return dct_scale[:k_h, :k_w]
 
 
 def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_scale=None):
@@ -128,18 +151,30 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
     flat, theta, phi, g = projections(x, projection_kernel, projection_bias)
-    # phi g (eq. 6) is a sum over N: float32 at least (docs/ENL-SPEC.md "affinity term").
+    # Everything after the projections runs in float32 at least: phi g sums N
+    # products and theta (phi g) / N is cubic in x, so either overflows
+    # float16 where z does not ("Precision" above).
+    theta, phi, g = (ops.cast(t, accumulate) for t in (theta, phi, g))  # B, N, C'
     # einsum contracts N directly (a transposed BatchMatMul), without a copy of phi^T.
-    g_wide = ops.cast(g, accumulate)  # B, N, C'
-    context = ops.einsum("bnc,bnd->bcd", ops.cast(phi, accumulate), g_wide)  # B, C', C'
+    context = ops.einsum("bnc,bnd->bcd", phi, g)  # B, C', C'  (eq. 6: phi g)
     context = context / ops.cast(_num_positions(x), accumulate)
-    y = matmul(theta, ops.cast(context, theta.dtype))  # B, N, C'
+    y = matmul(theta, context)  # B, N, C'
     if dct_scale is not None:
-        grid = ops.reshape(g_wide, (-1, shape[1], shape[2], g.shape[-1]))  # B, H, W, C'
-        position = ops.reshape(position_term(grid, dct_scale), ops.shape(y))
-        y = y + ops.cast(position, y.dtype)
-    z = project(y, output_kernel, output_bias) + flat  # B, N, C
-    return ops.reshape(z, shape)
+        grid = ops.reshape(g, (-1, shape[1], shape[2], g.shape[-1]))  # B, H, W, C'
+        y = y + ops.reshape(position_term(grid, dct_scale), ops.shape(y))
+    return _output(y, flat, output_kernel, output_bias, shape, x.dtype)
+
+
+def _output(y, flat, output_kernel, output_bias, shape, dtype):
+    """``out(y) + x`` in y's (accumulation) dtype, cast to ``dtype`` at the end.
+
+    y may exceed the compute dtype's range although ``out(y)`` does not (a
+    small ``out`` kernel), so the output projection reads it in float32.
+    """
+    accumulate = y.dtype
+    bias = None if output_bias is None else ops.cast(output_bias, accumulate)
+    z = project(y, ops.cast(output_kernel, accumulate), bias) + ops.cast(flat, accumulate)
+    return ops.cast(ops.reshape(z, shape), dtype)  # B, H, W, C
 
 
 def nonlocal_affinity(theta, phi, mode: str = "embedded_gaussian", scale: bool = True):
@@ -173,13 +208,15 @@ def nonlocal_block(x, projection_kernel, projection_bias, output_kernel, output_
 
     The baseline of the paper's tables. ``dct_scale`` (dot product, no
     sub-sampling) adds the position term, i.e. ``(F + L) g``. The whole
-    affinity path runs in :func:`accumulation_dtype`: its logits and its
-    sums over N' would overflow float16.
+    block from the projections on runs in :func:`accumulation_dtype`: the
+    softmax turns any rounding of theta and phi into an error of the
+    affinity, and the logits and the sums over N' would overflow float16.
     """
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
-    flat, theta, phi, g = projections(x, projection_kernel, projection_bias)
-    theta, phi, g = (ops.cast(t, accumulate) for t in (theta, phi, g))  # B, N, C'
+    wide = [None if w is None else ops.cast(w, accumulate)
+            for w in (projection_kernel, projection_bias)]
+    flat, theta, phi, g = projections(ops.cast(x, accumulate), *wide)  # B, N, C' each
     keys, values = phi, g
     if sub_sample:
         keys = max_pool_2x2(phi, shape[1], shape[2])  # B, N', C'
@@ -188,8 +225,7 @@ def nonlocal_block(x, projection_kernel, projection_bias, output_kernel, output_
     if dct_scale is not None:
         grid = ops.reshape(g, (-1, shape[1], shape[2], g.shape[-1]))
         y = y + ops.reshape(position_term(grid, dct_scale), ops.shape(y))
-    z = project(ops.cast(y, x.dtype), output_kernel, output_bias) + flat
-    return ops.reshape(z, shape)
+    return _output(y, flat, output_kernel, output_bias, shape, x.dtype)
 
 
 def attention_row(x, projection_kernel, projection_bias, index, mode: str = "dot_product",
@@ -204,9 +240,11 @@ def attention_row(x, projection_kernel, projection_bias, index, mode: str = "dot
     """
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
-    _, theta, phi, _ = projections(x, projection_kernel, projection_bias)
-    query = ops.cast(theta[:, index : index + 1, :], accumulate)  # B, 1, C'
-    keys = ops.cast(phi, accumulate)  # B, N, C'
+    # In the accumulation dtype from the projections on, as NonLocal's block.
+    wide = [None if w is None else ops.cast(w, accumulate)
+            for w in (projection_kernel, projection_bias)]
+    _, theta, keys, _ = projections(ops.cast(x, accumulate), *wide)  # B, N, C' each
+    query = theta[:, index : index + 1, :]  # B, 1, C'
     height, width = shape[1], shape[2]
     if sub_sample:
         keys = max_pool_2x2(keys, height, width)

@@ -111,7 +111,8 @@ def _expected(decoder, features, block_input_norm=False):
     ("enl", (5, 4, 3), None), ("nl", (4, 3), None), ("enl", (4, 3, 2), None),
     ("enl", (5, 4, 3), "batch"), ("nl", (4, 3), "batch"), ("enl", (5, 4, 3), "layer")])
 def test_blocks_sit_on_the_merged_top_down_feature(block, block_levels, norm):
-    decoder = _enl_fpn(norm, block_levels=block_levels, block=block, dct_size=(3, 3))
+    position = {"dct_size": (3, 3)} if block == "enl" else {}  # NL has no position term
+    decoder = _enl_fpn(norm, block_levels=block_levels, block=block, **position)
     assert sorted(decoder.blocks) == sorted(block_levels)
     _randomize_blocks(decoder)
     if norm:
@@ -257,19 +258,69 @@ def test_registered_builder_reads_the_config():
         factory.build_decoder(_specs(), model_config)
 
 
-def test_l2_weight_decay_covers_the_block_kernels():
-    regularizer = tf_keras.regularizers.l2(1e-3)
+@pytest.mark.parametrize("block", ["enl", "nl"])
+def test_l2_weight_decay_reaches_the_block_kernels_through_their_arguments(block):
     from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
+    regularizer = tf_keras.regularizers.l2(1e-3)
     decoder = ENLFPN(input_specs=_specs(), min_level=2, max_level=6, num_filters=FILTERS,
-                     kernel_regularizer=regularizer)
+                     kernel_regularizer=regularizer, block=block)
     _randomize_blocks(decoder)
+    for layer in decoder.blocks.values():
+        # The block's own argument (serialized), not a penalty patched on from outside.
+        assert layer.get_config()["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-3)
+        kernels = [layer.projection_kernel, layer.output_kernel]
+        assert sorted(float(loss) for loss in layer.losses) == pytest.approx(
+            sorted(float(regularizer(kernel)) for kernel in kernels), rel=1e-6)
     kernels = [w for w in decoder.trainable_weights if "kernel" in w.name]
-    block_kernels = [w for b in decoder.blocks.values() for w in b.trainable_weights
-                     if "kernel" in w.name]
-    assert len(block_kernels) == 6
+    assert len([w for b in decoder.blocks.values() for w in b.trainable_weights
+                if "kernel" in w.name]) == 6
+    # The model's losses: one term per kernel, the blocks' included.
+    assert len(decoder.losses) == len(kernels)
     expected = sum(float(regularizer(w)) for w in kernels)
     assert float(tf.add_n(decoder.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [
+    *(("block_input_norm", value) for value in ("false", "true", "False", 0, 1, None)),
+    *(("position_encoding", value) for value in ("false", "true", 0, 1))])  # None: default
+def test_boolean_fields_reject_anything_but_a_bool(field, value):
+    """A quoted 'false' in YAML is a string, and bool('false') is True: never coerced."""
+    from enl_keras.garden.configs.decoders import ENLFPN as ENLFPNConfig
+
+    with pytest.raises(TypeError, match=rf"`{field}` must be a bool.*{value!r}"):
+        _enl_fpn(**{field: value})
+    with pytest.raises(TypeError, match=rf"`{field}` must be a bool.*{value!r}"):
+        ENLFPNConfig(**{field: value})
+
+
+def test_quoted_false_from_a_params_override_fails_when_the_model_is_built():
+    from official.modeling import hyperparams
+    from official.vision.modeling.decoders import factory
+
+    from enl_keras.garden.configs.maskrcnn import MaskRCNN
+
+    model_config = MaskRCNN(min_level=2, max_level=6)
+    model_config.override({"decoder": {"type": "enl_fpn", "enl_fpn": {
+        "num_filters": FILTERS, "levels": [4, 3]}}})
+    model_config = hyperparams.override_params_dict(
+        model_config, "decoder.enl_fpn.block_input_norm='false'", is_strict=True)
+    with pytest.raises(TypeError, match="`block_input_norm` must be a bool.*'false'"):
+        factory.build_decoder(_specs(), model_config)
+
+
+@pytest.mark.parametrize("kwargs", [{"position_encoding": True}, {"position_encoding": False},
+                                    {"dct_size": (9, 9)}, {"dct_size": 3}])
+def test_nl_blocks_reject_position_encoding_and_dct_size(kwargs):
+    from enl_keras.garden.configs.decoders import ENLFPN as ENLFPNConfig
+
+    (field, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"`block` 'nl' has no position term.*{field}"):
+        _enl_fpn(block="nl", **kwargs)
+    with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}")):
+        ENLFPNConfig(block="nl", **kwargs)
+    config = _enl_fpn(block="nl", levels=(4,)).get_config()
+    assert (config["position_encoding"], config["dct_size"]) == (None, None)
 
 
 @pytest.mark.parametrize("policy,dtype", [("mixed_bfloat16", "bfloat16"),

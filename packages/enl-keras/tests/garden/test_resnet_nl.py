@@ -106,3 +106,19 @@ def test_invalid_arguments_name_the_field(kwargs, field):
         _resnet_nl(**kwargs)
     with pytest.raises(TypeError, match="nl_inter_channels"):
         _resnet_nl(nl_inter_channels=2.5)
+    with pytest.raises(TypeError, match="`nl_scale` must be a bool.*'false'"):
+        _resnet_nl(nl_scale="false")
+
+
+def test_l2_weight_decay_reaches_the_block_through_its_arguments():
+    regularizer = tf_keras.regularizers.l2(1e-3)
+    backbone = _resnet_nl(kernel_regularizer=regularizer)
+    block = backbone.get_layer("nonlocal_l4")
+    assert block.get_config()["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-3)
+    kernels = [block.projection_kernel, block.output_kernel]
+    assert sorted(float(loss) for loss in block.losses) == pytest.approx(
+        sorted(float(regularizer(kernel)) for kernel in kernels), rel=1e-6)
+    model_losses = sorted(float(loss) for loss in backbone.losses)
+    for kernel in kernels:  # each block kernel has its term in the model's losses
+        assert float(regularizer(kernel)) == pytest.approx(
+            min(model_losses, key=lambda loss: abs(loss - float(regularizer(kernel)))), rel=1e-6)

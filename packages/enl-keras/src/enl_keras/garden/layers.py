@@ -50,6 +50,7 @@ class ENL(blocks.ENLBlock, tf_keras.layers.Layer):
     """
 
     _initializers = tf_keras.initializers
+    _regularizers = tf_keras.regularizers
     _fixed_dtype_weight = {"experimental_autocast": False}
 
 
@@ -69,3 +70,4 @@ class NonLocal(blocks.NonLocalBlock, tf_keras.layers.Layer):
     """
 
     _initializers = tf_keras.initializers
+    _regularizers = tf_keras.regularizers

@@ -15,7 +15,7 @@ import dataclasses
 from official.vision.configs import decoders
 
 from enl_core.fpn import DEFAULT_BLOCK_LEVELS, check_block, check_block_levels, check_block_norm
-from enl_keras.garden.modeling.decoders.checks import check_dct_size
+from enl_keras.garden.modeling.decoders.checks import check_bool, check_dct_size, check_enl_only
 
 
 @dataclasses.dataclass
@@ -31,9 +31,12 @@ class ENLFPN(decoders.FPN):
         block: "enl" (the paper's ENL) or "nl" (embedded-Gaussian non-local,
             the "+3NL, TD" row of the cost table).
         inter_channels: C' of every block; None means num_filters // 2.
-        dct_size: (kH, kW) low DCT frequencies of the position term (ENL only).
-        position_encoding: ENL's relative-position term (eq. 9); ENL only.
-        block_input_norm: each block's branch sees a normalised input,
+        dct_size: (kH, kW) low DCT frequencies of the position term; None
+            means (9, 9) for ENL. ENL only: set for ``block: nl``, it raises.
+        position_encoding: ENL's relative-position term (eq. 9); None means
+            True for ENL. ENL only: set for ``block: nl``, it raises.
+        block_input_norm: a bool (a quoted 'false' is rejected, naming the
+            field): each block's branch sees a normalised input,
             ``x + block(norm(x)) - norm(x)``; off (the paper's placement) by
             default. ENL's affinity is cubic in its input, so from scratch the
             un-normalised coarse-to-fine stack can diverge.
@@ -49,8 +52,8 @@ class ENLFPN(decoders.FPN):
         default_factory=lambda: list(DEFAULT_BLOCK_LEVELS))
     block: str = "enl"
     inter_channels: int | None = None
-    dct_size: list[int] = dataclasses.field(default_factory=lambda: [9, 9])
-    position_encoding: bool = True
+    dct_size: list[int] | None = None
+    position_encoding: bool | None = None
     block_input_norm: bool = False
     block_norm: str = "batch"
     levels: list[int] | None = None
@@ -61,7 +64,12 @@ class ENLFPN(decoders.FPN):
         # YAML overrides applied later are checked again when the model is built.
         check_block(self.block)
         check_block_norm(self.block_norm)
-        check_dct_size(self.dct_size)
+        check_enl_only(self.block, self.position_encoding, self.dct_size)
+        if self.dct_size is not None:
+            check_dct_size(self.dct_size)
+        if self.position_encoding is not None:
+            check_bool("position_encoding", self.position_encoding)
+        check_bool("block_input_norm", self.block_input_norm)
         check_block_levels(self.block_levels)
         if self.levels is not None:
             check_block_levels(self.levels)

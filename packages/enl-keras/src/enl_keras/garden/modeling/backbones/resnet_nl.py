@@ -22,7 +22,7 @@ from official.vision.modeling.backbones import factory, resnet
 
 from enl_core.validation import positive_int
 from enl_keras.garden import layers as garden_layers
-from enl_keras.garden.modeling.regularization import regularize_kernels
+from enl_keras.garden.modeling.decoders.checks import check_bool
 
 NL_LEVELS = (2, 3, 4, 5)
 
@@ -37,11 +37,16 @@ class ResNetNL(resnet.ResNet):
             The block goes before the stage's last residual block (before its
             only block when the stage has one).
         nl_inter_channels: C' of the block; None means C // 2.
-        nl_scale: scale the affinity by 1/sqrt(C') (Wang et al.'s code does).
+        nl_scale: a bool, scale the affinity by 1/sqrt(C') (Wang et al.'s
+            code does).
         **kwargs: Model Garden ``ResNet`` arguments.
+
+    The block gets Model Garden's ``kernel_regularizer`` / ``bias_regularizer``
+    as its own arguments, as the stages' convolutions do.
 
     Raises:
         ValueError: naming `nl_level` or `nl_inter_channels`.
+        TypeError: naming `nl_scale` when it is not a bool.
 
     Example:
         >>> backbone = ResNetNL(model_id=18, input_specs=tf_keras.layers.InputSpec(
@@ -58,7 +63,7 @@ class ResNetNL(resnet.ResNet):
         self._nl_level = int(nl_level)
         self._nl_inter_channels = (None if nl_inter_channels is None
                                    else positive_int("nl_inter_channels", nl_inter_channels))
-        self._nl_scale = bool(nl_scale)
+        self._nl_scale = check_bool("nl_scale", nl_scale)
         super().__init__(model_id=model_id, **kwargs)
 
     def _block_group(self, inputs: tf.Tensor, filters: int, strides: int, block_fn,
@@ -76,14 +81,10 @@ class ResNetNL(resnet.ResNet):
                 return residual_block
             non_local = garden_layers.NonLocal(
                 mode="embedded_gaussian", inter_channels=self._nl_inter_channels,
-                scale=self._nl_scale, name=f"nonlocal_l{self._nl_level}")
-
-            def apply(x):
-                y = non_local(x)
-                regularize_kernels(non_local, self._kernel_regularizer)  # built by the call
-                return residual_block(y)
-
-            return apply
+                scale=self._nl_scale, name=f"nonlocal_l{self._nl_level}",
+                kernel_regularizer=self._kernel_regularizer,
+                bias_regularizer=self._bias_regularizer)
+            return lambda x: residual_block(non_local(x))
 
         return super()._block_group(inputs, filters, strides, block_fn_with_nonlocal,
                                     block_repeats, stochastic_depth_drop_rate, name)

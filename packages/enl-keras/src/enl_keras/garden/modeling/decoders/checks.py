@@ -15,6 +15,32 @@ from enl_core.fpn import DEFAULT_BLOCK_LEVELS
 from enl_core.validation import normalize_dct_size, positive_int
 
 
+def check_bool(name: str, value) -> bool:
+    """Returns ``value`` if it is a bool; the one parser of the boolean fields.
+
+    YAML ``'false'`` (quoted) or ``--params_override field='false'`` is a
+    string, and ``bool('false')`` is True: a string is rejected, naming the
+    field and the value, never coerced (``false`` unquoted is a bool).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool (true/false, unquoted in YAML), received "
+                        f"{value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_enl_only(block: str, position_encoding, dct_size) -> None:
+    """NL blocks have no position term: ``position_encoding`` / ``dct_size``
+    must stay unset (None) for ``block="nl"``, rather than be ignored."""
+    if block != "nl":
+        return
+    given = {name: value for name, value in (("position_encoding", position_encoding),
+                                              ("dct_size", dct_size)) if value is not None}
+    if given:
+        raise ValueError(f"`block` 'nl' has no position term: leave "
+                         f"{' and '.join(f'`{name}`' for name in given)} unset (None), "
+                         f"received {', '.join(f'{k}={v!r}' for k, v in given.items())}")
+
+
 def check_dct_size(dct_size) -> tuple[int, int]:
     """Returns ``(kH, kW)``; raises naming `dct_size` when a size is < 1."""
     return normalize_dct_size(tuple(dct_size) if isinstance(dct_size, list) else dct_size)

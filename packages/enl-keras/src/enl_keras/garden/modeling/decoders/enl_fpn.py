@@ -47,26 +47,29 @@ from enl_core.fpn import DEFAULT_BLOCK_LEVELS, check_block, check_block_levels, 
 from enl_core.validation import DEFAULT_DCT_SIZE
 from enl_keras.garden import layers as garden_layers
 from enl_keras.garden.modeling.decoders.checks import (
+    check_bool,
     check_dct_size,
+    check_enl_only,
     check_inter_channels,
     resolve_block_levels,
 )
-from enl_keras.garden.modeling.regularization import regularize_kernels
 
 
 def build_block(block: str, level: int, inter_channels: int | None, dct_size,
-                position_encoding: bool) -> tf_keras.layers.Layer:
+                position_encoding: bool, **weight_args) -> tf_keras.layers.Layer:
     """One top-down block: ENL, or the embedded-Gaussian NL baseline.
 
     NL has no relative-position term in the paper's tables, so
-    ``position_encoding`` and ``dct_size`` apply to ENL only.
+    ``position_encoding`` and ``dct_size`` apply to ENL only (the decoder
+    rejects them for NL). ``weight_args``: the blocks' ``kernel_regularizer``
+    and ``bias_regularizer`` (Model Garden's L2 weight decay).
     """
     if block == "enl":
         return garden_layers.ENL(inter_channels=inter_channels,
                                  position_encoding=position_encoding,
-                                 dct_size=tuple(dct_size), name=f"enl_{level}")
+                                 dct_size=tuple(dct_size), name=f"enl_{level}", **weight_args)
     return garden_layers.NonLocal(mode="embedded_gaussian", inter_channels=inter_channels,
-                                  name=f"nl_{level}")
+                                  name=f"nl_{level}", **weight_args)
 
 
 @tf_keras.utils.register_keras_serializable(package="ENL")
@@ -83,10 +86,13 @@ class ENLFPN(fpn.FPN):
             ``enl_torch.detection`` too).
         block: "enl" (default) or "nl" (embedded-Gaussian non-local).
         inter_channels: C' of each block; None means C // 2.
-        dct_size: (kH, kW) of ENL's position term; default
-            ``enl_core.DEFAULT_DCT_SIZE``, (9, 9).
-        position_encoding: ENL's relative-position term; default True.
-        block_input_norm: feed each block's branch a normalised input
+        dct_size: (kH, kW) of ENL's position term; None:
+            ``enl_core.DEFAULT_DCT_SIZE``, (9, 9). ENL only (for "nl" anything
+            but None raises).
+        position_encoding: ENL's relative-position term; None: True. ENL
+            only, as ``dct_size``.
+        block_input_norm: a bool (a string such as 'false' raises): feed
+            each block's branch a normalised input
             (``x + block(norm(x)) - norm(x)``, norm = the FPN's batch norm
             with ``use_sync_bn`` / ``norm_momentum`` / ``norm_epsilon``);
             default False (the paper's placement). See the module docstring.
@@ -95,9 +101,15 @@ class ENLFPN(fpn.FPN):
             ``norm_epsilon``).
         levels: deprecated name of ``block_levels`` (``DeprecationWarning``).
 
+    The blocks get ``kernel_regularizer`` / ``bias_regularizer`` as their own
+    arguments, so Model Garden's weight decay reaches their kernels as it
+    reaches the convolutions' (``model.losses``).
+
     Raises:
         ValueError: naming `block_levels`, `block`, `block_norm`, `dct_size` or
-            `inter_channels`.
+            `inter_channels`, or `position_encoding` / `dct_size` set for "nl".
+        TypeError: naming `block_input_norm` or `position_encoding` when not
+            a bool.
 
     Example:
         >>> specs = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, 64])
@@ -127,8 +139,8 @@ class ENLFPN(fpn.FPN):
         block_levels: Sequence[int] | None = None,
         block: str = "enl",
         inter_channels: int | None = None,
-        dct_size: Sequence[int] | int = DEFAULT_DCT_SIZE,
-        position_encoding: bool = True,
+        dct_size: Sequence[int] | int | None = None,
+        position_encoding: bool | None = None,
         block_input_norm: bool = False,
         block_norm: str = "batch",
         levels: Sequence[int] | None = None,
@@ -136,7 +148,11 @@ class ENLFPN(fpn.FPN):
         block_levels = resolve_block_levels(block_levels, levels)
         block = check_block(block)
         block_norm = check_block_norm(block_norm)
-        dct_size = check_dct_size(dct_size)
+        check_enl_only(block, position_encoding, dct_size)
+        dct_size = check_dct_size(DEFAULT_DCT_SIZE if dct_size is None else dct_size)
+        position_encoding = check_bool("position_encoding",
+                                       True if position_encoding is None else position_encoding)
+        block_input_norm = check_bool("block_input_norm", block_input_norm)
         inter_channels = check_inter_channels(inter_channels)
         if fusion_type not in ("sum", "concat"):
             raise ValueError(f"`fusion_type` must be 'sum' or 'concat', received {fusion_type!r}")
@@ -158,9 +174,9 @@ class ENLFPN(fpn.FPN):
             "block_levels": None,  # set below, once checked against the pyramid
             "block": block,
             "inter_channels": inter_channels,
-            "dct_size": dct_size,
-            "position_encoding": bool(position_encoding),
-            "block_input_norm": bool(block_input_norm),
+            "dct_size": dct_size if block == "enl" else None,
+            "position_encoding": position_encoding if block == "enl" else None,
+            "block_input_norm": block_input_norm,
             "block_norm": block_norm,
         }
         conv2d = (tf_keras.layers.SeparableConv2D if use_separable_conv
@@ -180,7 +196,9 @@ class ENLFPN(fpn.FPN):
         block_levels = check_block_levels(block_levels,
                                           range(min_level, backbone_max_level + 1))
         self._config_dict["block_levels"] = block_levels
-        blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding)
+        blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding,
+                                     kernel_regularizer=kernel_regularizer,
+                                     bias_regularizer=bias_regularizer)
                   for level in block_levels}
 
         def norm_layer(name, kind="batch"):
@@ -205,7 +223,6 @@ class ENLFPN(fpn.FPN):
                 output = feature + branch
             else:
                 output = blocks[level](feature)
-            regularize_kernels(blocks[level], kernel_regularizer)  # built by the call
             return output
 
         feats_lateral = {
@@ -261,7 +278,8 @@ class ENLFPN(fpn.FPN):
     def get_config(self) -> Mapping[str, Any]:
         config = dict(self._config_dict)
         config["block_levels"] = list(config["block_levels"])
-        config["dct_size"] = list(config["dct_size"])
+        if config["dct_size"] is not None:
+            config["dct_size"] = list(config["dct_size"])
         return config
 
 
