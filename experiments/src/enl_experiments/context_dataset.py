@@ -58,16 +58,16 @@ from pathlib import Path
 
 import numpy as np
 
-from enl_core.validation import non_negative_int
 from enl_experiments.dataset import (
     IMAGE_FORMATS,
     LEGS,
     PALETTE,
     SAND,
     SKIN,
+    SPLITS,
+    check_dataset_args,
     coco_annotation,
     disk_polygon,
-    image_size_pair,
     polygon_mask,
     rect_polygon,
     upper_half_disk_polygon,
@@ -81,7 +81,6 @@ CATEGORIES = (
 )
 PERSON, SWIMMER, BUOY = 1, 2, 3
 CONTEXT_CATEGORIES = (SWIMMER, BUOY)  # the small classes only context decides
-SPLITS = ("context", "control")
 INTERVENTIONS = ("recolour_person", "remove_person", "recolour_buoy")
 
 CAP_PALETTE = PALETTE  # shirts and caps
@@ -372,15 +371,8 @@ def generate_dataset(root, num_train: int = 400, num_val: int = 100, image_size=
     Raises:
         ValueError / TypeError: naming the argument and the value received.
     """
-    num_train = non_negative_int("num_train", num_train)
-    num_val = non_negative_int("num_val", num_val)
-    height, width = image_size_pair(image_size)
-    seed = non_negative_int("seed", seed)
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"`image_format` must be one of {IMAGE_FORMATS}, "
-                         f"received {image_format!r}")
+    num_train, num_val, (height, width), seed = check_dataset_args(
+        num_train, num_val, image_size, seed, split, image_format)
     if not isinstance(twins, bool):
         raise ValueError(f"`twins` must be a bool, received {twins!r}")
     root = Path(root)

@@ -387,6 +387,27 @@ def write_coco_split(root: Path, subset: str, num_images: int, height: int, widt
     return path
 
 
+def check_dataset_args(num_train, num_val, image_size, seed, split, image_format):
+    """The arguments every embedded dataset generator takes, checked.
+
+    Returns:
+        ``(num_train, num_val, (height, width), seed)``.
+
+    Raises:
+        ValueError / TypeError: naming the argument and the value received.
+    """
+    num_train = non_negative_int("num_train", num_train)
+    num_val = non_negative_int("num_val", num_val)
+    size = image_size_pair(image_size)
+    seed = non_negative_int("seed", seed)
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"`image_format` must be one of {IMAGE_FORMATS}, "
+                         f"received {image_format!r}")
+    return num_train, num_val, size, seed
+
+
 def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(256, 256),
                      seed: int = 0, split: str = "context", image_format: str = "png",
                      progress: bool = False) -> CocoPaths:
@@ -414,15 +435,8 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
     Example:
         >>> paths = generate_dataset("/tmp/beach", num_train=8, num_val=4, image_size=128)
     """
-    num_train = non_negative_int("num_train", num_train)
-    num_val = non_negative_int("num_val", num_val)
-    height, width = image_size_pair(image_size)
-    seed = non_negative_int("seed", seed)
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"`image_format` must be one of {IMAGE_FORMATS}, "
-                         f"received {image_format!r}")
+    num_train, num_val, (height, width), seed = check_dataset_args(
+        num_train, num_val, image_size, seed, split, image_format)
     root = Path(root)
     info = {"description": f"enl embedded small-objects dataset, split={split}",
             "version": "1", "seed": seed, "split": split}

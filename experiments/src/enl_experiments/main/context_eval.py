@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from pathlib import Path
 
 import yaml
 
 from enl_core.coco import evaluate, load_detections
 from enl_experiments import context_dataset, dataset
-from enl_experiments.main import flip_rate, reach
+from enl_experiments.main import flip_rate, reach, report
 
 DESIGNS = ("strip", "beach")
 DISTANCE_BINS = 4
@@ -104,12 +103,6 @@ def evaluate_context(paths, context: dict, run_dir: Path) -> dict:
     return result
 
 
-def _stats(values):
-    values = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None, "values": values}
-
-
 def aggregate_flips(per_seed: list[dict], key: str = "flip") -> dict:
     """Mean and spread over seeds of the flip rates (in percent) of one model.
 
@@ -125,24 +118,18 @@ def aggregate_flips(per_seed: list[dict], key: str = "flip") -> dict:
 
     first = per_seed[0][key]
     return {
-        "all": _stats([percent(run[key]["all"]) for run in per_seed]),
+        "all": report.stats([percent(run[key]["all"]) for run in per_seed]),
         "n": sum(run[key]["all"]["n"] for run in per_seed),
-        "per_category": {name: _stats([percent(run[key]["per_category"][name])
-                                       for run in per_seed])
+        "per_category": {name: report.stats([percent(run[key]["per_category"][name])
+                                             for run in per_seed])
                          for name in first["per_category"]},
-        "by_distance": [{"low": b["low"], "high": b["high"],
-                         "n": sum(run[key]["by_distance"][i]["n"] for run in per_seed),
-                         **_stats([percent(run[key]["by_distance"][i]) for run in per_seed])}
+        # "n" here counts the objects over the seeds (stats' own "n" counts seeds).
+        "by_distance": [{**report.stats([percent(run[key]["by_distance"][i])
+                                         for run in per_seed]),
+                         "low": b["low"], "high": b["high"],
+                         "n": sum(run[key]["by_distance"][i]["n"] for run in per_seed)}
                         for i, b in enumerate(first["by_distance"])],
     }
-
-
-def _cell(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    if stat["std"] is None:
-        return f"{stat['mean']:.1f}"
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
 def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
@@ -156,7 +143,8 @@ def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
     rows += [(f"distance {b['low']:.0f}-{b['high']:.0f} px (n={b['n']})",
               lambda f, i=i: f["by_distance"][i]) for i, b in enumerate(first["by_distance"])]
     for label, pick in rows:
-        lines.append("| " + " | ".join([label, *(_cell(pick(flips[m])) for m in models)]) + " |")
+        cells = [label, *(report.cell(pick(flips[m])) for m in models)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -23,6 +23,24 @@ from enl_experiments.common import markdown
 IOU_LABELS = {"bbox": "box", "segm": "mask"}
 
 
+def stats(values) -> dict:
+    """Mean and sample std over seeds of ``values`` (Nones left out):
+    ``{"mean", "std", "n", "values"}``; std is None below two values."""
+    values = [v for v in values if v is not None]
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def cell(stat: dict) -> str:
+    """One table cell: "mean ± std", "mean" for one seed, "n/a" for none."""
+    if stat["mean"] is None:
+        return "n/a"
+    if stat["std"] is None:
+        return f"{stat['mean']:.1f}"
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+
+
 def aggregate(per_seed: list[dict]) -> dict:
     """Mean and spread over seeds of every metric (None values are skipped).
 
@@ -40,12 +58,6 @@ def aggregate(per_seed: list[dict]) -> dict:
     if not per_seed:
         raise ValueError("`per_seed` must hold at least one evaluation, received []")
 
-    def stats(values):
-        values = [v for v in values if v is not None]
-        return {"mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None,
-                "n": len(values), "values": values}
-
     result = {}
     for iou_type in per_seed[0]:
         entry = {metric: stats([run[iou_type][metric] for run in per_seed])
@@ -56,14 +68,6 @@ def aggregate(per_seed: list[dict]) -> dict:
             for name in names}
         result[iou_type] = entry
     return result
-
-
-def _cell(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    if stat["std"] is None:
-        return f"{stat['mean']:.1f}"
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
 def _delta(stat: dict, base: dict) -> str:
@@ -115,7 +119,7 @@ def comparison_table(aggregated: dict[str, dict], labels: dict[str, str] | None 
         header += [f"Δ {labels[m]}" for m in models[1:]]
     rows = []
     for label, stats in table_rows(aggregated, models):
-        cells = [label, *(_cell(stats[m]) for m in models)]
+        cells = [label, *(cell(stats[m]) for m in models)]
         cells += [_delta(stats[m], stats[models[0]]) for m in models[1:]]
         rows.append(cells)
     return markdown.table(header, rows)
