@@ -52,6 +52,13 @@ from enl_keras import ops as enl_ops
 DATA_FORMATS = ("channels_last", "channels_first")
 
 
+def _static(size) -> int | None:
+    """A dimension as a Python int, or None when it is not known statically
+    (None, or a symbolic dimension such as JAX's while a functional model is
+    traced with unknown H, W: comparing one with a number raises)."""
+    return int(size) if isinstance(size, (int, np.integer)) else None
+
+
 def _check_data_format(data_format):
     if data_format not in DATA_FORMATS:
         raise ValueError(f"`data_format` must be one of {DATA_FORMATS}, received {data_format!r}")
@@ -183,7 +190,7 @@ class _BlockBase:
                              f"dimension (axis {self._channel_axis}, "
                              f"data_format={self.data_format!r}), received shape {shape}")
         spatial = shape[2:] if self._channel_axis == 1 else shape[1:3]
-        if any(size is not None and int(size) < 1 for size in spatial):
+        if any(_static(size) is not None and _static(size) < 1 for size in spatial):
             raise ValueError(f"`inputs` of {type(self).__name__} must have a non-empty H x W "
                              f"grid, received shape {shape}")
         if self.channels is not None and int(channels) != self.channels:
@@ -526,10 +533,10 @@ class NonLocalBlock(_BlockBase):
         if not self.sub_sample:
             return x
         spatial = [shape[2], shape[3]] if self._channel_axis == 1 else [shape[1], shape[2]]
-        if any(s is not None and int(s) < 2 for s in spatial):
+        if any(_static(s) is not None and _static(s) < 2 for s in spatial):
             raise ValueError(f"`sub_sample` of {type(self).__name__} needs H, W >= 2 (2x2 "
                              f"pooling of the keys), received shape {tuple(shape)}")
-        if x is None or all(s is not None for s in spatial) or backend() != "tensorflow":
+        if x is None or all(_static(s) is not None for s in spatial) or backend() != "tensorflow":
             return x
         import tensorflow as tf
 
