@@ -35,7 +35,7 @@ FIELDS = {
     "block_input_norm": not_bool,
     "position_encoding": not_bool,
     "dct_size": bad_dct_size,
-    "levels": bad_levels,
+    "block_levels": bad_levels,
 }
 
 
