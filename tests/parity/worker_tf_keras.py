@@ -62,13 +62,15 @@ class TfKerasAdapter(parity_worker.Adapter):
         from enl_keras.garden.modeling.decoders.enl_fpn import ENLFPN
 
         shapes, channels = protocol.top_down_shapes(spec), spec["channels"]
+        # The decoder refuses a position term for NL blocks (they have none).
+        position = ({"dct_size": spec["dct_size"], "position_encoding": spec["position_encoding"]}
+                    if spec["block"] == "enl" else {})
         decoder = ENLFPN(
             input_specs={str(level): tf.TensorShape([None, *shape[1:]])
                          for level, shape in shapes.items()},
             min_level=min(shapes), max_level=max(shapes), num_filters=channels,
             block_levels=spec["block_levels"], block=spec["block"],
-            inter_channels=spec["inter_channels"], dct_size=spec["dct_size"],
-            position_encoding=spec["position_encoding"])
+            inter_channels=spec["inter_channels"], **position)
         # Identity lateral (1x1) and output (3x3) convolutions and norm: the
         # decoder's outputs are then its top-down stream fed with `laterals`.
         identity, zeros = np.eye(channels, dtype=np.float32), np.zeros(channels, np.float32)
