@@ -76,7 +76,7 @@ def test_experiments_wheel_holds_its_configs(wheels, wheel_files):
     source = REPO_ROOT / "experiments" / "src"
     configs = sorted(str(p.relative_to(source))
                      for p in (source / "enl_experiments" / "configs").rglob("*.yaml"))
-    assert len(configs) == 15  # 3 beach_*.yaml + 12 garden/ rows (R50, R101 x 2 x 3)
+    assert len(configs) == 16  # 4 beach_*.yaml + 12 garden/ rows (R50, R101 x 2 x 3)
     for name in configs:
         assert files[name] == (source / name).read_bytes(), name
 

@@ -27,6 +27,7 @@ import math
 import time
 
 from enl_core import cost, variants
+from enl_core.validation import DEFAULT_DCT_SIZE
 from enl_experiments.bench import measure
 from enl_experiments.bench.cases import FLOAT32_BYTES
 from enl_experiments.bench.config import BenchConfig
@@ -71,7 +72,10 @@ def blocks_cost(model_config, height: int, width: int) -> dict:
             height, width, block_levels=tuple(enl_fpn.block_levels),
             channels=enl_fpn.num_filters,
             inter_channels=enl_fpn.inter_channels, kind=kind,
-            position_encoding=enl_fpn.position_encoding, dct_size=tuple(enl_fpn.dct_size))
+            # None in the config means the decoder's defaults (True, DEFAULT_DCT_SIZE).
+            position_encoding=(True if enl_fpn.position_encoding is None
+                               else enl_fpn.position_encoding),
+            dct_size=tuple(DEFAULT_DCT_SIZE if enl_fpn.dct_size is None else enl_fpn.dct_size))
         for level, block in per_level.items():
             total = total + block
             live.append(block_live_floats(block, enl_fpn.num_filters, height, width, level))
