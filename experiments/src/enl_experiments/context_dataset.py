@@ -48,7 +48,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -59,14 +58,13 @@ from pathlib import Path
 import numpy as np
 
 from enl_experiments.dataset import (
-    IMAGE_FORMATS,
     LEGS,
     PALETTE,
     SAND,
     SKIN,
-    SPLITS,
     check_dataset_args,
     coco_annotation,
+    dataset_cli,
     disk_polygon,
     polygon_mask,
     rect_polygon,
@@ -407,26 +405,16 @@ def generate_dataset(root, num_train: int = 400, num_val: int = 100, image_size=
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m enl_experiments.context_dataset",
-        description="Write the strip dataset (long-range context, with twins; COCO layout).")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-val", type=int, default=100)
-    parser.add_argument("--image-size", type=int, nargs=2, default=[64, 512], help="H W")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=SPLITS, default="context")
-    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png")
-    args = parser.parse_args(argv)
-    try:
-        paths = generate_dataset(args.out, args.num_train, args.num_val,
-                                 tuple(args.image_size), args.seed, args.split,
-                                 image_format=args.format, progress=True)
-    except (TypeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {paths.train_annotations}, {paths.val_annotations}, {paths.twin_annotations}")
-    return 0
+    def generate(args):
+        return generate_dataset(args.out, args.num_train, args.num_val,
+                                tuple(args.image_size), args.seed, args.split,
+                                image_format=args.format, progress=True)
+
+    return dataset_cli(argv, prog="python -m enl_experiments.context_dataset",
+                       description="Write the strip dataset (long-range context, with "
+                                   "twins; COCO layout).",
+                       num_train=400, num_val=100, image_size=[64, 512], size_nargs=2,
+                       size_help="H W", generate=generate)
 
 
 if __name__ == "__main__":

@@ -452,28 +452,47 @@ def generate_dataset(root, num_train: int = 200, num_val: int = 50, image_size=(
     return CocoPaths(root, root / "train2017", root / "val2017", train, val)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m enl_experiments.dataset",
-        description="Write the embedded small-objects-in-context dataset (COCO layout).")
+def dataset_cli(argv, *, prog: str, description: str, num_train: int, num_val: int,
+                image_size: list, size_nargs, size_help: str, generate) -> int:
+    """The command line both embedded datasets share: parse, generate, report.
+
+    ``generate(args)`` writes the dataset from the parsed arguments and returns
+    its paths (any object with ``*_annotations`` fields); a bad value it
+    refuses (TypeError / ValueError) is printed and exits 2.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--image-size", type=int, nargs="+", default=[256, 256],
-                        help="H W (or one value for square), multiples of 64")
+    parser.add_argument("--num-train", type=int, default=num_train)
+    parser.add_argument("--num-val", type=int, default=num_val)
+    parser.add_argument("--image-size", type=int, nargs=size_nargs, default=image_size,
+                        help=size_help)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=SPLITS, default="context")
     parser.add_argument("--format", choices=IMAGE_FORMATS, default="png")
     args = parser.parse_args(argv)
-    size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     try:
-        paths = generate_dataset(args.out, args.num_train, args.num_val, size, args.seed,
-                                 args.split, args.format, progress=True)
+        paths = generate(args)
     except (TypeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {paths.train_annotations} and {paths.val_annotations}")
+    written = [str(getattr(paths, field.name)) for field in dataclasses.fields(paths)
+               if field.name.endswith("_annotations") and getattr(paths, field.name)]
+    print(f"wrote {', '.join(written)}")
     return 0
+
+
+def main(argv=None) -> int:
+    def generate(args):
+        size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
+        return generate_dataset(args.out, args.num_train, args.num_val, size, args.seed,
+                                args.split, args.format, progress=True)
+
+    return dataset_cli(argv, prog="python -m enl_experiments.dataset",
+                       description="Write the embedded small-objects-in-context dataset "
+                                   "(COCO layout).",
+                       num_train=200, num_val=50, image_size=[256, 256], size_nargs="+",
+                       size_help="H W (or one value for square), multiples of 64",
+                       generate=generate)
 
 
 if __name__ == "__main__":

@@ -108,8 +108,16 @@ def finite_difference_fixture():
 
 @pytest.fixture
 def mixed_policy():
-    """Sets a global dtype policy for one test and restores float32 after."""
-    def set_policy(name):
-        keras.mixed_precision.set_global_policy(name)
+    """Sets a global dtype policy for one test and restores float32 after.
+
+    ``mixed_policy(name)`` sets Keras 3's; ``mixed_policy(name, tf_keras)``
+    sets that module's (the tf_keras twins have their own global policy).
+    """
+    touched = set()
+
+    def set_policy(name, module=keras):
+        touched.add(module)
+        module.mixed_precision.set_global_policy(name)
     yield set_policy
-    keras.mixed_precision.set_global_policy("float32")
+    for module in touched:
+        module.mixed_precision.set_global_policy("float32")

@@ -45,14 +45,6 @@ def inputs(shape=(2, 7, 9, CHANNELS), seed=1):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-@pytest.fixture
-def tf_keras_policy():
-    def set_policy(name):
-        tf_keras.mixed_precision.set_global_policy(name)
-    yield set_policy
-    tf_keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("name, twin_cls, keras_cls, kwargs", TWINS, ids=IDS)
 def test_twin_equals_keras3_layer(name, twin_cls, keras_cls, kwargs):
     """Same weights: identical outputs and input gradients, and both equal enl-core."""
@@ -116,8 +108,8 @@ def test_twin_saves_and_loads_as_keras_file(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_twin_follows_mixed_precision_policy(policy, tf_keras_policy):
-    tf_keras_policy(policy)
+def test_twin_follows_mixed_precision_policy(policy, mixed_policy):
+    mixed_policy(policy, tf_keras)
     params = enl_core.init_params(8, seed=0, scale=0.01)
     block = garden.ENL()
     x = np.random.default_rng(0).uniform(-1e3, 1e3, size=(1, 256, 256, 8))

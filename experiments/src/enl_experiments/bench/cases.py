@@ -11,6 +11,7 @@ Nothing is dropped: the report lists every entry with its status.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 from enl_core import cost
 from enl_experiments.bench.config import BLOCK_MODES, GIB, BenchConfig
@@ -29,6 +30,26 @@ IMPLEMENTATIONS = {
     "enl_xla": ("enl", "ENL under tf.function(jit_compile=True)"),
     "enl_compiled": ("enl", "ENL under torch.compile"),
 }
+
+
+def available_implementations(package: str, attention: str,
+                              extra: str | None = None) -> dict[str, str | None]:
+    """Implementation -> None when it can run here, else why not.
+
+    ENL and both NL modes come from ``package`` (``enl_torch`` or
+    ``enl_keras``) and run when it imports; ``attention`` (the framework's own
+    attention core) always runs; ``extra`` is an optional compiled ENL entry.
+    """
+    try:
+        importlib.import_module(package)
+        missing = None
+    except ImportError as error:
+        missing = f"{package} not importable: {error}"
+    names = {"enl": missing, "nl_dot_product": missing, "nl_embedded_gaussian": missing,
+             attention: None}
+    if extra is not None:
+        names[extra] = missing
+    return names
 
 # Backward: every matmul C = A B has two more of the same size (dA = dC B^T,
 # dB = A^T dC), so a forward+backward pass does 3x the forward multiply-adds.

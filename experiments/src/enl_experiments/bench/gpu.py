@@ -188,32 +188,37 @@ def run_garden(dry_run: bool, work_dir: str) -> list[dict]:
              "gpu": gpus[0].name if gpus else None, "peak_bytes": memory.get("peak")}]
 
 
+def _block_row(row: dict) -> str:
+    peak = row["peak_above_bytes"]
+    ratio = "n/a" if peak is None else f"{peak / row['floor_bytes']:.2f}"
+    return (f"| {row['dtype']} | {row['n']:,} | {row['mode']} | "
+            f"{row['median_s'] * 1e3:.2f} | {row['tflops']:.2f} | "
+            f"{row['chain_tflops']:.2f} | {row['efficiency']:.0%} | {ratio} |")
+
+
+def _garden_row(row: dict) -> str:
+    peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:,.0f}"
+    losses = ", ".join(f"{loss:.3f}" for loss in row["losses"])
+    return (f"| {row['policy']} | {row['image_size']} | {row['batch']} | "
+            f"{row['first_step_s']:.1f} | {row['step_s']:.2f} | {losses} | {peak} |")
+
+
 def format_table(blocks: list[dict] | dict, garden: list[dict] | dict) -> str:
     """The compact table printed at the end (and written as table.md)."""
-    lines = ["ENL on the device: block bench (C = 256, C' = 128; dry run: C = 16)", "",
-             "| dtype | N | pass | time ms | TFLOP/s | chain TFLOP/s | efficiency | "
-             "peak above input / floor |", "|---|---|---|---|---|---|---|---|"]
-    if isinstance(blocks, dict):
-        lines.append(f"| error: {blocks['error']} |")
-    else:
-        for row in blocks:
-            peak = row["peak_above_bytes"]
-            ratio = "n/a" if peak is None else f"{peak / row['floor_bytes']:.2f}"
-            lines.append(f"| {row['dtype']} | {row['n']:,} | {row['mode']} | "
-                         f"{row['median_s'] * 1e3:.2f} | {row['tflops']:.2f} | "
-                         f"{row['chain_tflops']:.2f} | {row['efficiency']:.0%} | {ratio} |")
-    lines += ["", "Model Garden Mask R-CNN +3ENL TD training steps", "",
-              "| policy | image | batch | first step s | step s (median) | losses | "
-              "peak MiB |", "|---|---|---|---|---|---|---|"]
-    if isinstance(garden, dict):
-        lines.append(f"| error: {garden['error']} |")
-    else:
-        for row in garden:
-            peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:,.0f}"
-            losses = ", ".join(f"{loss:.3f}" for loss in row["losses"])
-            lines.append(f"| {row['policy']} | {row['image_size']} | {row['batch']} | "
-                         f"{row['first_step_s']:.1f} | {row['step_s']:.2f} | {losses} | "
-                         f"{peak} |")
+    sections = [
+        ("ENL on the device: block bench (C = 256, C' = 128; dry run: C = 16)",
+         "| dtype | N | pass | time ms | TFLOP/s | chain TFLOP/s | efficiency | "
+         "peak above input / floor |", 8, blocks, _block_row),
+        ("Model Garden Mask R-CNN +3ENL TD training steps",
+         "| policy | image | batch | first step s | step s (median) | losses | peak MiB |",
+         7, garden, _garden_row)]
+    lines = []
+    for title, header, columns, rows, format_row in sections:
+        lines += ([""] if lines else []) + [title, "", header, "|---" * columns + "|"]
+        if isinstance(rows, dict):
+            lines.append(f"| error: {rows['error']} |")
+        else:
+            lines += [format_row(row) for row in rows]
     return "\n".join(lines)
 
 

@@ -9,7 +9,6 @@ process with ``KERAS_BACKEND=tensorflow`` set before Keras is imported.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -18,7 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from enl_core.cost import NL_KIND_MODES  # noqa: E402
-from enl_experiments.bench.cases import Case  # noqa: E402
+from enl_experiments.bench.cases import Case, available_implementations  # noqa: E402
 from enl_experiments.bench.config import BenchConfig  # noqa: E402
 
 
@@ -111,16 +110,8 @@ class KerasBackend:
 
     def implementations(self) -> dict[str, str | None]:
         """Implementation -> None when it can run, else why not."""
-        try:
-            importlib.import_module("enl_keras")
-            missing = None
-        except ImportError as error:
-            missing = f"enl_keras not importable: {error}"
-        names = {"enl": missing, "nl_dot_product": missing, "nl_embedded_gaussian": missing,
-                 "keras_dpa": None}
-        if self.config.keras_xla:
-            names["enl_xla"] = missing
-        return names
+        return available_implementations("enl_keras", "keras_dpa",
+                                         "enl_xla" if self.config.keras_xla else None)
 
     def _layer(self, implementation: str):
         import enl_keras

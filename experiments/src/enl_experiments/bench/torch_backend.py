@@ -7,14 +7,13 @@ segfaults, and the two runtimes would share the 2 cores).
 from __future__ import annotations
 
 import gc
-import importlib
 
 import torch
 import torch.nn.functional as F
 
 from enl_core.cost import NL_KIND_MODES
 from enl_experiments.bench import measure
-from enl_experiments.bench.cases import Case
+from enl_experiments.bench.cases import Case, available_implementations
 from enl_experiments.bench.config import BenchConfig
 
 
@@ -96,16 +95,8 @@ class TorchBackend:
 
     def implementations(self) -> dict[str, str | None]:
         """Implementation -> None when it can run, else why not."""
-        try:
-            importlib.import_module("enl_torch")
-            missing = None
-        except ImportError as error:
-            missing = f"enl_torch not importable: {error}"
-        names = {"enl": missing, "nl_dot_product": missing, "nl_embedded_gaussian": missing,
-                 "sdpa": None}
-        if self.config.torch_compile:
-            names["enl_compiled"] = missing
-        return names
+        return available_implementations("enl_torch", "sdpa",
+                                         "enl_compiled" if self.config.torch_compile else None)
 
     def _module(self, implementation: str) -> torch.nn.Module:
         import enl_torch

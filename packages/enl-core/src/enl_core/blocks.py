@@ -19,6 +19,24 @@ from enl_core.validation import DEFAULT_DCT_SIZE
 NL_MODES = ("dot_product", "embedded_gaussian")
 
 
+def check_nl_options(mode: str, sub_sample: bool = False, position_encoding: bool = False) -> None:
+    """The NL block's option rules, shared by every framework's ``NonLocal``.
+
+    ``mode`` is one of :data:`NL_MODES`; ``position_encoding`` (the explicit L)
+    needs ``mode="dot_product"`` and no ``sub_sample``: a softmax row plus L
+    is not the paper's block.
+
+    Raises:
+        ValueError: naming the argument and the received value.
+    """
+    if mode not in NL_MODES:
+        raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
+    if position_encoding and (mode != "dot_product" or sub_sample):
+        raise ValueError("`position_encoding` needs mode='dot_product' and "
+                         f"sub_sample=False, received mode={mode!r}, "
+                         f"sub_sample={sub_sample!r}")
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b``; the single place the reference multiplies matrices."""
     return np.matmul(a, b)
@@ -65,8 +83,7 @@ def nonlocal_affinity(x, params: BlockParams, mode: str = "dot_product", scale: 
     explicit L (eq. 7 with addition; dot product only: a softmax row plus L is
     not the paper's block).
     """
-    if mode not in NL_MODES:
-        raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
+    check_nl_options(mode, sub_sample, position_encoding)
     x = _check_input(x, params)
     batch, height, width, channels = x.shape
     flat = x.reshape(batch, height * width, channels)
@@ -84,10 +101,6 @@ def nonlocal_affinity(x, params: BlockParams, mode: str = "dot_product", scale: 
         affinity = np.exp(affinity)
         affinity = affinity / affinity.sum(axis=-1, keepdims=True)
     if position_encoding:
-        if mode != "dot_product" or sub_sample:
-            raise ValueError("`position_encoding` needs mode='dot_product' and "
-                             f"sub_sample=False, received mode={mode!r}, "
-                             f"sub_sample={sub_sample!r}")
         affinity = affinity + dct.position_matrix(height, width, dct_size,
                                                   _dct_weights(params, dct_weights))
     return affinity

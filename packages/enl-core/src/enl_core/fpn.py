@@ -40,15 +40,19 @@ DEFAULT_BLOCK_LEVELS = (5, 4, 3)
 Feature = TypeVar("Feature")
 
 
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, received {value!r}")
+    return value
+
+
 def check_block(block) -> str:
     """Returns ``block`` if it is one of :data:`BLOCK_TYPES`.
 
     Raises:
         ValueError: naming `block` and the value received.
     """
-    if not isinstance(block, str) or block not in BLOCK_TYPES:
-        raise ValueError(f"`block` must be one of {BLOCK_TYPES}, received {block!r}")
-    return block
+    return _check_choice("block", block, BLOCK_TYPES)
 
 
 def check_block_norm(block_norm) -> str:
@@ -57,9 +61,7 @@ def check_block_norm(block_norm) -> str:
     Raises:
         ValueError: naming `block_norm` and the value received.
     """
-    if not isinstance(block_norm, str) or block_norm not in BLOCK_NORMS:
-        raise ValueError(f"`block_norm` must be one of {BLOCK_NORMS}, received {block_norm!r}")
-    return block_norm
+    return _check_choice("block_norm", block_norm, BLOCK_NORMS)
 
 
 def check_levels(name: str, levels) -> tuple[int, ...]:
@@ -86,8 +88,8 @@ def check_levels(name: str, levels) -> tuple[int, ...]:
     return tuple(int(level) for level in values)
 
 
-def check_block_levels(block_levels, stream_levels: Iterable[int] | None = None
-                       ) -> tuple[int, ...]:
+def check_block_levels(block_levels, stream_levels: Iterable[int] | None = None,
+                       name: str = "block_levels") -> tuple[int, ...]:
     """Returns ``block_levels`` sorted coarse to fine (descending).
 
     The rule both decoders apply (the stricter of the ones they had): the
@@ -99,23 +101,24 @@ def check_block_levels(block_levels, stream_levels: Iterable[int] | None = None
         block_levels: the levels that get a block, in any order.
         stream_levels: the levels of the top-down stream, or None to skip
             that check (a config checked before the model knows its levels).
+        name: the argument the errors name (a deprecated alias names itself).
 
     Returns:
         tuple of ints, coarse to fine: the order the blocks run in.
 
     Raises:
-        TypeError / ValueError: naming `block_levels` and the value received.
+        TypeError / ValueError: naming `name` and the value received.
 
     Example::
 
         check_block_levels([3, 5, 4], stream_levels=range(2, 6))  # (5, 4, 3)
     """
-    levels = check_levels("block_levels", block_levels)
+    levels = check_levels(name, block_levels)
     if stream_levels is not None:
         stream = tuple(stream_levels)
         outside = [level for level in levels if level not in stream]
         if outside:
-            raise ValueError(f"`block_levels` must lie on the top-down stream, levels "
+            raise ValueError(f"`{name}` must lie on the top-down stream, levels "
                              f"{stream} (blocks are applied there), received "
                              f"{block_levels!r}")
     # Coarse to fine: each block sees what the coarser blocks passed down.

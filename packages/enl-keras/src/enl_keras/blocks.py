@@ -38,7 +38,7 @@ from keras import ops
 from keras.backend import backend
 
 from enl_core import params as enl_params
-from enl_core.blocks import NL_MODES
+from enl_core.blocks import check_nl_options
 from enl_core.dct import clamped_weights, position_index
 from enl_core.validation import (
     DEFAULT_DCT_SIZE,
@@ -510,17 +510,11 @@ class NonLocalBlock(_BlockBase):
         self._init_block(inter_channels, dct_size, zero_init, use_bias, data_format,
                          kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer)
-        if mode not in NL_MODES:
-            raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
-        self.mode = mode
         self.scale = _check_bool("scale", scale)
         self.sub_sample = _check_bool("sub_sample", sub_sample)
         self.position_encoding = _check_bool("position_encoding", position_encoding)
-        if self.position_encoding and (mode != "dot_product" or self.sub_sample):
-            # A softmax row plus L is not the paper's block (enl_core.blocks).
-            raise ValueError(f"`position_encoding` needs mode='dot_product' and "
-                             f"sub_sample=False, received mode={mode!r}, "
-                             f"sub_sample={sub_sample!r}")
+        check_nl_options(mode, self.sub_sample, self.position_encoding)
+        self.mode = mode
 
     def build(self, input_shape):
         self._check_sub_sample_grid(self._block_input_shape(input_shape))

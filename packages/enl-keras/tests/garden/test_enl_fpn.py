@@ -400,6 +400,10 @@ def test_levels_is_a_deprecated_name_of_block_levels():
         assert sorted(ENLFPN.from_config(old_config).blocks) == [4]
     with pytest.raises(ValueError, match="give only `block_levels`"):
         _enl_fpn(levels=(4, 3), block_levels=(5,))
+    # A bad value of the deprecated name is reported under that name.
+    for bad in [(7,), (4, 4), ()]:
+        with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="^`levels`"):
+            _enl_fpn(levels=bad)
 
     model_config = MaskRCNN(min_level=2, max_level=6)
     model_config.override({"decoder": {"type": "enl_fpn", "enl_fpn": {

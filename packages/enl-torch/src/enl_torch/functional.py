@@ -512,26 +512,56 @@ def nonlocal_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     at O(N^2) cost.
     """
     batch, channels, height, width = x.shape
-    inter = out_weight.shape[1]
     flat = x.reshape(batch, channels, height * width)  # B, C, N
-    projected = project(flat, weight, bias)  # B, 3C', N
-    theta, phi, g = projected.split(inter, dim=1)  # B, C', N each
     device = _autocast_device(x)
-    if device != "" or projected.dtype in (torch.float16, torch.bfloat16):
-        # Softmax logits formed in bfloat16 lose the block (31% error at input
-        # std 10), and the sums over N' overflow float16: float32 from here on,
-        # at twice the memory of a half-precision affinity.
+    if device != "" or x.dtype in (torch.float16, torch.bfloat16):
+        # float32 from the projections on, as enl_keras.ops: the softmax turns
+        # any rounding of theta and phi into an error of the affinity (18% at
+        # input std 10 with bfloat16 projections, 31% with bfloat16 logits),
+        # and the sums over N' overflow float16. The N x N' product dominates
+        # the cost anyway; the affinity takes twice a half-precision one's memory.
         if device != "":
-            y = _nonlocal_mix_without_autocast(device, theta, phi, g, mode, scale, sub_sample,
-                                               height, width, position_encoding, dct_size,
-                                               dct_weights)
+            z = _nonlocal_float32_without_autocast(device, flat, weight, bias, out_weight,
+                                                   out_bias, mode, scale, sub_sample, height,
+                                                   width, position_encoding, dct_size,
+                                                   dct_weights)
         else:
-            y = _nonlocal_mix(theta.float(), phi.float(), g.float(), mode, scale, sub_sample,
-                              height, width, position_encoding, dct_size, dct_weights)
-        return _out_float32(device, y, out_weight, out_bias, flat).reshape(x.shape)
+            z = _nonlocal_float32(flat, weight, bias, out_weight, out_bias, mode, scale,
+                                  sub_sample, height, width, position_encoding, dct_size,
+                                  dct_weights)
+        return z.reshape(x.shape)
+    theta, phi, g = project(flat, weight, bias).split(out_weight.shape[1], dim=1)  # B, C', N
     y = _nonlocal_mix(theta, phi, g, mode, scale, sub_sample, height, width, position_encoding,
                       dct_size, dct_weights)
     return (project(y, out_weight, out_bias) + flat).reshape(x.shape)
+
+
+def _nonlocal_float32(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      out_weight: torch.Tensor, out_bias: torch.Tensor | None, mode: str,
+                      scale: bool, sub_sample: bool, height: int, width: int,
+                      position_encoding: bool, dct_size: tuple[int, int],
+                      dct_weights: torch.Tensor | None) -> torch.Tensor:
+    """The NL block on (B, C, N), everything after the input in float32; the
+    result in ``flat``'s dtype."""
+    wide_bias = None if bias is None else bias.float()
+    projected = project(flat.float(), weight.float(), wide_bias)  # B, 3C', N
+    theta, phi, g = projected.split(out_weight.shape[1], dim=1)
+    y = _nonlocal_mix(theta, phi, g, mode, scale, sub_sample, height, width, position_encoding,
+                      dct_size, dct_weights)
+    return _out_float32("", y, out_weight, out_bias, flat)
+
+
+@torch.jit.unused
+def _nonlocal_float32_without_autocast(device: str, flat: torch.Tensor, weight: torch.Tensor,
+                                       bias: torch.Tensor | None, out_weight: torch.Tensor,
+                                       out_bias: torch.Tensor | None, mode: str, scale: bool,
+                                       sub_sample: bool, height: int, width: int,
+                                       position_encoding: bool, dct_size: tuple[int, int],
+                                       dct_weights: torch.Tensor | None) -> torch.Tensor:
+    with torch.autocast(device_type=device, enabled=False):
+        return _nonlocal_float32(flat, weight, bias, out_weight, out_bias, mode, scale,
+                                 sub_sample, height, width, position_encoding, dct_size,
+                                 dct_weights)
 
 
 def _nonlocal_mix(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, mode: str,
@@ -545,14 +575,3 @@ def _nonlocal_mix(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, mode:
     affinity = nonlocal_affinity(theta, phi, mode, scale, height, width, position_encoding,
                                  dct_size, dct_weights)  # B, N, N'
     return torch.bmm(g, affinity.transpose(1, 2))  # B, C', N
-
-
-@torch.jit.unused
-def _nonlocal_mix_without_autocast(device: str, theta: torch.Tensor, phi: torch.Tensor,
-                                   g: torch.Tensor, mode: str, scale: bool, sub_sample: bool,
-                                   height: int, width: int, position_encoding: bool,
-                                   dct_size: tuple[int, int],
-                                   dct_weights: torch.Tensor | None) -> torch.Tensor:
-    with torch.autocast(device_type=device, enabled=False):
-        return _nonlocal_mix(theta.float(), phi.float(), g.float(), mode, scale, sub_sample,
-                             height, width, position_encoding, dct_size, dct_weights)

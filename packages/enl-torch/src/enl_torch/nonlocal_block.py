@@ -8,7 +8,7 @@ import torch
 
 from enl_core import cost as core_cost
 from enl_core import dct as core_dct
-from enl_core.blocks import NL_MODES
+from enl_core.blocks import check_nl_options
 from enl_core.validation import DEFAULT_DCT_SIZE, normalize_dct_size
 from enl_torch import functional
 from enl_torch.base import BlockProjections, _as_bool
@@ -52,17 +52,12 @@ class NonLocal(BlockProjections):
                  sub_sample: bool = False, position_encoding: bool = False,
                  dct_size=DEFAULT_DCT_SIZE, zero_init: bool = True, use_bias: bool = True) -> None:
         super().__init__(in_channels, inter_channels, zero_init, use_bias)
-        if mode not in NL_MODES:
-            raise ValueError(f"`mode` must be one of {NL_MODES}, received {mode!r}")
-        self.mode = mode
         self.scale = _as_bool("scale", scale)
         self.sub_sample = _as_bool("sub_sample", sub_sample)
         self.position_encoding = _as_bool("position_encoding", position_encoding)
+        check_nl_options(mode, self.sub_sample, self.position_encoding)
+        self.mode = mode
         self.dct_size = normalize_dct_size(dct_size)
-        if self.position_encoding and (mode != "dot_product" or self.sub_sample):
-            raise ValueError("`position_encoding` needs mode='dot_product' and "
-                             f"sub_sample=False, received mode={mode!r}, "
-                             f"sub_sample={sub_sample!r}")
         self.reset_parameters()
 
     def _check_grid(self, x: torch.Tensor) -> None:

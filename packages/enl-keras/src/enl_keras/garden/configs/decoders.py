@@ -72,7 +72,7 @@ class ENLFPN(decoders.FPN):
         check_bool("block_input_norm", self.block_input_norm)
         check_block_levels(self.block_levels)
         if self.levels is not None:
-            check_block_levels(self.levels)
+            check_block_levels(self.levels, name="levels")
 
 
 @dataclasses.dataclass

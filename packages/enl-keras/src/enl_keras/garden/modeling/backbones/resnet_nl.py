@@ -22,7 +22,7 @@ from official.vision.modeling.backbones import factory, resnet
 
 from enl_core.validation import positive_int
 from enl_keras.garden import layers as garden_layers
-from enl_keras.garden.modeling.decoders.checks import check_bool
+from enl_keras.garden.modeling.decoders.checks import check_bool, norm_activation_kwargs
 
 NL_LEVELS = (2, 3, 4, 5)
 
@@ -119,9 +119,5 @@ def build_resnet_nl(
         se_ratio=cfg.se_ratio,
         init_stochastic_depth_rate=cfg.stochastic_depth_drop_rate,
         scale_stem=cfg.scale_stem,
-        activation=norm_activation_config.activation,
-        use_sync_bn=norm_activation_config.use_sync_bn,
-        norm_momentum=norm_activation_config.norm_momentum,
-        norm_epsilon=norm_activation_config.norm_epsilon,
-        kernel_regularizer=l2_regularizer,
+        **norm_activation_kwargs(norm_activation_config, l2_regularizer),
         bn_trainable=cfg.bn_trainable)

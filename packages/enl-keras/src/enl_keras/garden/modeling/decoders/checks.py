@@ -72,3 +72,18 @@ def resolve_block_levels(block_levels, levels):
                   "(the levels that get a block), as in enl_torch.detection",
                   DeprecationWarning, stacklevel=3)
     return levels
+
+
+def norm_activation_kwargs(norm_activation_config, l2_regularizer=None) -> dict:
+    """The keyword arguments Model Garden's builders take from ``norm_activation``.
+
+    ``official.vision`` passes ``activation``, ``use_sync_bn``,
+    ``norm_momentum``, ``norm_epsilon`` and the L2 ``kernel_regularizer`` to
+    every backbone and decoder it builds; the NL backbone and the ENL-FPN
+    decoder take them the same way, from here.
+    """
+    return {"activation": norm_activation_config.activation,
+            "use_sync_bn": norm_activation_config.use_sync_bn,
+            "norm_momentum": norm_activation_config.norm_momentum,
+            "norm_epsilon": norm_activation_config.norm_epsilon,
+            "kernel_regularizer": l2_regularizer}

@@ -51,6 +51,7 @@ from enl_keras.garden.modeling.decoders.checks import (
     check_dct_size,
     check_enl_only,
     check_inter_channels,
+    norm_activation_kwargs,
     resolve_block_levels,
 )
 
@@ -145,6 +146,8 @@ class ENLFPN(fpn.FPN):
         block_norm: str = "batch",
         levels: Sequence[int] | None = None,
         **kwargs):
+        # A deprecated `levels` is named as such in any error about its value.
+        levels_name = "block_levels" if levels is None else "levels"
         block_levels = resolve_block_levels(block_levels, levels)
         block = check_block(block)
         block_norm = check_block_norm(block_norm)
@@ -194,7 +197,8 @@ class ENLFPN(fpn.FPN):
         # Blocks live on the top-down stream, [min_level, backbone_max_level];
         # the coarser RetinaNet-style levels are not part of it.
         block_levels = check_block_levels(block_levels,
-                                          range(min_level, backbone_max_level + 1))
+                                          range(min_level, backbone_max_level + 1),
+                                          name=levels_name)
         self._config_dict["block_levels"] = block_levels
         blocks = {level: build_block(block, level, inter_channels, dct_size, position_encoding,
                                      kernel_regularizer=kernel_regularizer,
@@ -311,11 +315,7 @@ def build_enl_fpn_decoder(
         fusion_type=decoder_cfg.fusion_type,
         use_separable_conv=decoder_cfg.use_separable_conv,
         use_keras_layer=decoder_cfg.use_keras_layer,
-        activation=norm_activation_config.activation,
-        use_sync_bn=norm_activation_config.use_sync_bn,
-        norm_momentum=norm_activation_config.norm_momentum,
-        norm_epsilon=norm_activation_config.norm_epsilon,
-        kernel_regularizer=l2_regularizer,
+        **norm_activation_kwargs(norm_activation_config, l2_regularizer),
         block_levels=block_levels,
         levels=decoder_cfg.levels,
         block=decoder_cfg.block,
