@@ -8,8 +8,9 @@ import sys
 import pytest
 import yaml
 
+from enl_experiments.common import proc
 from enl_experiments.dataset import generate_dataset
-from enl_experiments.main import profiles, runners
+from enl_experiments.main import profiles, runners, torch_job
 from enl_experiments.main.cli import _data_paths
 
 
@@ -74,21 +75,40 @@ def test_torch_arguments_parse_with_the_mirror_parser(tmp_path, data):
     assert (parsed.variant, parsed.min_size, parsed.max_size) == ("3enl_td", 800, 1333)
 
 
-def _decoder_block_input_norm(config_name: str) -> tuple[bool, str]:
-    config = yaml.safe_load((runners.config_root() / config_name).read_text())
-    decoder = config["task"]["model"]["decoder"]
-    options = decoder.get(decoder["type"], {})
-    # Absent keys take enl_keras.garden's defaults (False, "batch").
-    return bool(options.get("block_input_norm", False)), options.get("block_norm", "batch")
+def test_torch_decoder_flags_come_from_the_variants_garden_decoder(tmp_path, data):
+    """The torch mirror's FPN width and block-input norm are read from the
+    garden YAML of each variant, not copied: a config folder whose ENL decoder
+    says otherwise changes them (and a quoted 'false' is refused)."""
+    from enl_torch.train import build_parser
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for path in runners.config_root().iterdir():
+        if path.name.endswith(".yaml"):
+            (configs / path.name).write_text(path.read_text())
+    enl = yaml.safe_load((configs / "beach_enl.yaml").read_text())
+    enl["task"]["model"]["decoder"]["enl_fpn"].update(num_filters=96, block_norm="batch")
+    (configs / "beach_enl.yaml").write_text(yaml.safe_dump(enl))
+    runner = runners.TorchRunner(profiles.get_profile("default"), configs)
+    parsed = build_parser().parse_args(runner._args("3enl_td", data, 0, tmp_path))
+    assert (parsed.fpn_channels, parsed.block_input_norm, parsed.block_norm) == (96, True,
+                                                                                "batch")
+    parsed = build_parser().parse_args(runner._args("baseline", data, 0, tmp_path))
+    assert (parsed.fpn_channels, parsed.block_input_norm) == (64, False)
+    enl["task"]["model"]["decoder"]["enl_fpn"]["block_input_norm"] = "false"
+    (configs / "beach_enl.yaml").write_text(yaml.safe_dump(enl))
+    with pytest.raises(TypeError, match="block_input_norm.*'false'"):
+        runner._args("3enl_td", data, 0, tmp_path)
 
 
-def test_profile_block_input_norm_mirrors_the_garden_enl_config():
-    """Profile.block_input_norm / block_norm (what the torch mirror gets) are the ENL YAML's."""
-    for profile in profiles.PROFILES.values():
-        assert (profile.block_input_norm, profile.block_norm) == _decoder_block_input_norm(
-            profile.garden_configs[2]), profile.name
-    default = profiles.get_profile("default")
-    assert (default.block_input_norm, default.block_norm) == (True, "layer")  # beach_enl.yaml
+def test_decoder_kwargs_defaults_are_the_garden_decoders():
+    """An absent field takes the value Model Garden / enl_keras.garden would."""
+    assert torch_job.decoder_kwargs({}) == {"fpn_channels": 256, "block_input_norm": False,
+                                            "block_norm": "batch"}
+    assert torch_job.decoder_kwargs({"decoder": {"type": "enl_fpn", "enl_fpn": {
+        "block_input_norm": True}}})["block_norm"] == "batch"
+    with pytest.raises(ValueError, match="num_filters"):
+        torch_job.decoder_kwargs({"decoder": {"type": "fpn", "fpn": {"num_filters": "64"}}})
 
 
 @pytest.mark.parametrize(("name", "backbone", "channels", "enl_norm"), [
@@ -107,7 +127,7 @@ def test_torch_model_arguments_follow_the_profile(tmp_path, data, name, backbone
         assert (parsed.backbone, parsed.fpn_channels) == (backbone, channels)
         assert parsed.block_input_norm == (enl_norm and model == "3enl_td"), model
         if parsed.block_input_norm:
-            assert parsed.block_norm == runner.profile.block_norm == "layer"
+            assert parsed.block_norm == "layer"  # beach_enl.yaml
 
 
 def test_torch_detector_arguments_reach_train_and_predict(tmp_path, data):
@@ -199,3 +219,26 @@ def test_twins_reach_the_converter_and_both_children(tmp_path, data):
                                                                        tmp_path)
     assert torch_args[torch_args.index("--min-size") + 1] == "64"
     assert torch_args[torch_args.index("--max-size") + 1] == "256"
+
+
+def test_garden_defaults_are_model_gardens():
+    """torch_job copies Model Garden's anchor and decoder defaults as numbers
+    (it never imports TensorFlow); read the real ones in a child process."""
+    import json
+    import subprocess
+
+    code = ("import json\n"
+            "from official.vision.configs import decoders, maskrcnn\n"
+            "from enl_keras.garden.configs.decoders import ENLFPN\n"
+            "anchor, enl = maskrcnn.Anchor(), ENLFPN()\n"
+            "print(json.dumps({'anchor': {k: getattr(anchor, k) for k in "
+            "('num_scales', 'aspect_ratios', 'anchor_size')}, 'decoder': {"
+            "'num_filters': decoders.FPN().num_filters, 'enl_num_filters': enl.num_filters, "
+            "'block_input_norm': enl.block_input_norm, 'block_norm': enl.block_norm}}))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env=proc.child_env(TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    garden = json.loads(result.stdout.strip().splitlines()[-1])
+    assert garden["anchor"] == torch_job.GARDEN_ANCHOR_DEFAULTS
+    defaults = dict(torch_job.GARDEN_DECODER_DEFAULTS)
+    assert garden["decoder"] == {**defaults, "enl_num_filters": defaults["num_filters"]}

@@ -173,3 +173,17 @@ def test_low_precision_contract_large_n(kind, side, dtype, how):
     """ENL at N = 65,536; NL at N = 4,096 (its float64 reference affinity at
     65,536 would be 32 GiB)."""
     _check_contract(kind, dtype, how, side, SCALES[kind][-1])
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("kind", ["nl_dot_product", "nl_embedded_gaussian"])
+def test_nonlocal_under_autocast_is_the_float32_block(kind, dtype):
+    """Under autocast NonLocal projects in float32 too (as enl_keras.ops): its
+    softmax would turn rounded theta and phi into an error of the affinity, so
+    the result is the float32 block's to float32 tolerance, not the dtype's."""
+    module, x, _ = _low_precision_case(kind, 16, 10.0)
+    with torch.no_grad():
+        expected = module(to_nchw(x, torch.float32))
+    z = _run_low_precision(module, x, dtype, "autocast")
+    assert z.dtype == torch.float32
+    assert_close(to_nhwc(z), to_nhwc(expected), "float32", err_msg=f"{kind} {dtype}")

@@ -37,21 +37,12 @@ class Profile:
         strip_size: (height, width) of the ``strip`` dataset's canvas (its
             deciding objects sit up to the width away); ``image_size`` is the
             ``beach`` dataset's square size.
-        block_input_norm: the +3ENL TD model's blocks see a normalised
-            input (``x + ENL(n) - n``, ``n = norm(x)``); mirrors ``block_input_norm`` of the
-            ENL decoder in the profile's garden YAML (``configs/beach_enl.yaml``:
-            true; the paper's ``garden/maskrcnn_r50_enl.yaml``: absent, false),
-            which is what the garden side reads; the torch mirror gets it as
-            ``--block-input-norm``. A test holds the two to the same value.
-        block_norm: that norm, ``"layer"`` (no running statistics) or
-            ``"batch"``; mirrors the YAML's ``block_norm`` (``beach_enl.yaml``:
-            layer) and reaches the torch mirror as ``--block-norm``.
-        torch_backbone: backbone of the torch mirror (``enl_torch.detection.BACKBONES``):
+        torch_backbone: backbone of the torch mirror (``enl_torch.detection.BACKBONES``;
+            its FPN width and block-input norm come from the variant's garden
+            decoder, :func:`enl_experiments.main.torch_job.decoder_kwargs`):
             ResNet-18 by default, as the garden configs (torchvision has no
             width multiplier, so it is the full-width R18, not garden's
             ``depth_multiplier: 0.25``); ResNet-50 for ``paper``.
-        torch_fpn_channels: its FPN width (``--fpn-channels``): 64 as the
-            garden configs' ``num_filters``, 256 for ``paper``.
         torch_learning_rate: its SGD peak rate (torchvision's ResNet from scratch
             is less tolerant of the Model Garden profile's rate).
         torch_sizes: its (min_size, max_size); None means image_size for both.
@@ -85,10 +76,7 @@ class Profile:
     garden_configs: tuple = ("beach_common.yaml", "beach_baseline.yaml", "beach_enl.yaml",
                              "beach_nlbu.yaml")
     strip_size: tuple = (64, 512)
-    block_input_norm: bool = True
-    block_norm: str = "layer"
     torch_backbone: str = "resnet18"
-    torch_fpn_channels: int = 64
     torch_learning_rate: float = 0.02
     torch_sizes: tuple | None = None
     torch_detector_from_garden: bool = True
@@ -128,8 +116,7 @@ PROFILES = {
                      garden_configs=(None, "garden/maskrcnn_r50_baseline.yaml",
                                      "garden/maskrcnn_r50_enl.yaml",
                                      "garden/maskrcnn_r50_nlbu.yaml"),
-                     block_input_norm=False, block_norm="batch", torch_backbone="resnet50",
-                     torch_fpn_channels=256, torch_sizes=(800, 1333),
+                     torch_backbone="resnet50", torch_sizes=(800, 1333),
                      torch_detector_from_garden=False,
                      own_schedule=True),
 }

@@ -32,7 +32,6 @@ from enl_experiments.common import extras, proc
 from enl_experiments.main import torch_job
 from enl_experiments.main.profiles import Profile
 from enl_experiments.main.variants import (
-    ENL_VARIANT,
     GARDEN_CONFIG_SLOT,
     GARDEN_EXPERIMENTS,
     LABELS,
@@ -178,18 +177,9 @@ class GardenRunner:
         return path
 
     def config_files(self, model: str) -> list[Traversable]:
-        """The profile's YAML files for ``model``, common one first.
-
-        Raises:
-            StepFailed: a file is missing (names it and the profile).
-        """
-        configs = self.profile.garden_configs
-        common, model_config = configs[0], configs[GARDEN_CONFIG_SLOT[model]]
-        config_files = [self.configs / c for c in (common, model_config) if c]
-        for path in config_files:
-            if not path.is_file():
-                raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
-        return config_files
+        """The profile's YAML files for ``model``, common one first
+        (:func:`garden_config_files`)."""
+        return garden_config_files(self.configs, self.profile, model)
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:
@@ -220,6 +210,32 @@ class GardenRunner:
                    env=proc.child_env())
 
 
+def garden_config_files(configs: Traversable, profile: Profile, model: str) -> list[Traversable]:
+    """The garden YAML files that describe ``model`` under ``profile``, common one
+    first: what Model Garden trains, and what the torch mirror's flags are derived from.
+
+    Raises:
+        StepFailed: a file is missing (names it and the profile).
+    """
+    names = profile.garden_configs
+    files = [configs / name for name in (names[0], names[GARDEN_CONFIG_SLOT[model]]) if name]
+    for path in files:
+        if not path.is_file():
+            raise StepFailed(f"config file {path} not found (profile {profile.name!r})")
+    return files
+
+
+def garden_model_section(files: list[Traversable], section: str) -> dict:
+    """``task.model.<section>`` as the last of ``files`` that sets it (the later
+    file overrides, as Model Garden's ``--config_file`` list does); {} if none does."""
+    found = {}
+    for path in files:
+        model = (yaml.safe_load(path.read_text()) or {}).get("task", {}).get("model", {})
+        if section in model:
+            found = model[section]
+    return found
+
+
 class TorchRunner:
     """The torchvision mirror through ``enl_torch.train`` (reads the COCO JSON directly)."""
 
@@ -232,19 +248,11 @@ class TorchRunner:
         extras.require_modules("the torch framework", self.modules, "torch")
 
     def config_files(self, model: str) -> list[Traversable]:
-        """The common garden YAML the torch detector's sizes are derived from
-        (:meth:`Profile.torch_detector_kwargs`); none where the profile keeps
-        torchvision's sizes.
-
-        Raises:
-            StepFailed: the file is missing (names it and the profile).
-        """
-        if not self.profile.torch_detector_from_garden:
-            return []
-        path = self.configs / self.profile.garden_configs[0]
-        if not path.is_file():
-            raise StepFailed(f"config file {path} not found (profile {self.profile.name!r})")
-        return [path]
+        """The garden YAML files the torch model is derived from: its decoder
+        (FPN width, block-input norm) and, unless the profile keeps
+        torchvision's sizes, its anchors, proposals and heads
+        (:func:`garden_config_files`)."""
+        return garden_config_files(self.configs, self.profile, model)
 
     def prepare(self, data: DataPaths, work: Path) -> None:
         """Nothing to convert: the torch mirror reads images and JSON."""
@@ -260,12 +268,11 @@ class TorchRunner:
             min_size, max_size = min(height, width), max(height, width)
         args = ["--data-dir", str(data.root), "--output-dir", str(out / "model"),
                 "--model", "maskrcnn_enl_resnet_fpn", "--backbone", profile.torch_backbone,
-                "--fpn-channels", str(profile.torch_fpn_channels),
                 "--variant", model, "--min-size", str(min_size),
                 "--max-size", str(max_size), "--seed", str(seed)]
-        if model == ENL_VARIANT and profile.block_input_norm:
-            # As the garden YAML's decoder options (Profile.block_input_norm, block_norm).
-            args += ["--block-input-norm", "--block-norm", profile.block_norm]
+        # FPN width and block-input norm: the variant's garden decoder.
+        decoder = garden_model_section(self.config_files(model), "decoder")
+        args += torch_job.decoder_flags(torch_job.decoder_kwargs({"decoder": decoder}))
         detector = profile.torch_detector_kwargs(self.configs)
         if detector is not None:
             # Anchors, proposals and heads derived from the garden YAML.

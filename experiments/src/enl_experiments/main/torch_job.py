@@ -36,6 +36,10 @@ import numpy as np
 # the framework-neutral main job) never imports TensorFlow. A garden test
 # holds them equal to Model Garden's.
 GARDEN_ANCHOR_DEFAULTS = {"num_scales": 1, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 8.0}
+# The same for a decoder section: Model Garden's FPN width
+# (official/vision/configs/decoders.py, ``FPN.num_filters``) and the ENL-FPN
+# block-input norm of enl_keras.garden (configs/decoders.py, ``ENLFPN``).
+GARDEN_DECODER_DEFAULTS = {"num_filters": 256, "block_input_norm": False, "block_norm": "batch"}
 
 
 def _field(config: Mapping, path: str):
@@ -117,6 +121,40 @@ def detector_kwargs(model: Mapping) -> dict:
         * _field(model, "mask_head.num_convs"),
         "box_detections_per_img": _field(model, "detection_generator.max_num_detections"),
     }
+
+
+def decoder_kwargs(model: Mapping) -> dict:
+    """The torch builders' FPN width and block-input norm of a Model Garden decoder.
+
+    ``task.model.decoder`` of a garden config (``type: fpn`` or ``enl_fpn``):
+    its ``num_filters`` is ``fpn_channels``; an ``enl_fpn``'s
+    ``block_input_norm`` / ``block_norm`` are the builders' arguments of the
+    same names (a plain ``fpn`` has no blocks: no norm). Absent fields take
+    :data:`GARDEN_DECODER_DEFAULTS`.
+
+    Raises:
+        ValueError / TypeError: a field of the wrong type, naming it.
+    """
+    decoder = model.get("decoder") or {"type": "fpn"}
+    kind = decoder.get("type", "fpn")
+    options = {**GARDEN_DECODER_DEFAULTS, **(decoder.get(kind) or {})}
+    channels, norm = options["num_filters"], options["block_input_norm"]
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"`task.model.decoder.{kind}.num_filters` must be a positive int, "
+                         f"received {channels!r}")
+    if not isinstance(norm, bool):
+        raise TypeError(f"`task.model.decoder.{kind}.block_input_norm` must be a bool "
+                        f"(unquoted in YAML), received {norm!r}")
+    return {"fpn_channels": channels, "block_input_norm": norm,
+            "block_norm": options["block_norm"]}
+
+
+def decoder_flags(kwargs: Mapping) -> list[str]:
+    """``python -m enl_torch.train`` flags for :func:`decoder_kwargs`."""
+    flags = ["--fpn-channels", str(kwargs["fpn_channels"])]
+    if kwargs["block_input_norm"]:
+        flags += ["--block-input-norm", "--block-norm", kwargs["block_norm"]]
+    return flags
 
 
 # Builder arguments with a flag of their own in ``enl_torch.train``; the
