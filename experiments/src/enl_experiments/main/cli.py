@@ -266,23 +266,9 @@ def run(args) -> Path | None:
     labels = {m: LABELS[m] for m in models}
     sections = []
     if context is not None:
-        twin_runs = {m: [r["twin"] for r in context_results[m]] for m in models}
-        flips = {m: context_eval.aggregate_flips(context_results[m]) for m in models}
-        rule_flips = {m: context_eval.aggregate_flips(context_results[m], "flip_rule")
-                      for m in models}
-        sections = [
-            ("Counterfactual twins: COCO metrics on the twins",
-             report.comparison_table({m: report.aggregate(twin_runs[m]) for m in models},
-                                     labels)),
-            ("Flip rate: label-changing objects whose score moved the way the new label "
-             "demands (percent)", context_eval.flip_table(flips, labels))]
-        if args.split == "control":
-            sections.append(("Control split: the same with the context rule's labels "
-                             "(which the control labels ignore)",
-                             context_eval.flip_table(rule_flips, labels)))
-        reach_flips = rule_flips if args.split == "control" else flips
-        figures.context_reach(context_eval.reach_curves(reach_flips, labels),
-                              run_dir / "context_reach.png",
+        sections, curves = context_eval.context_sections(context_results, labels,
+                                                         args.split == "control")
+        figures.context_reach(curves, run_dir / "context_reach.png",
                               reach=context_eval.baseline_reach(profile, runner.configs))
         figure_names.append("context_reach.png")
     wall = time.time() - started
@@ -294,7 +280,9 @@ def run(args) -> Path | None:
                  f"{source_title}",
         "command": command, "machine": machine.describe(machine.machine_info()),
         "framework": args.framework,
-        "profile": profile_name, "data": str(data.root), "seeds": seeds,
+        "profile": profile_name, "dataset": None if args.coco_dir else args.dataset,
+        "split": None if args.coco_dir else args.split, "variants": list(models),
+        "data": str(data.root), "seeds": seeds,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
         f"{'x'.join(map(str, data.image_size or (profile.image_size,) * 2))} px)",
@@ -302,9 +290,7 @@ def run(args) -> Path | None:
     }
     # The budget's check: total loss over the last 20% of the steps vs the 20% before.
     meta["plateau"] = {m: [report.plateau(h) for h in histories[m]] for m in models}
-    meta["loss_change_last_20pct"] = ", ".join(
-        f"{LABELS[m]} " + "/".join("n/a" if p is None else f"{100 * p['relative_change']:+.1f}%"
-                                   for p in meta["plateau"][m]) for m in models)
+    meta["loss_change_last_20pct"] = report.plateau_text(meta["plateau"], labels)
     if any(cross_checks.values()):
         meta["model_garden_own_eval"] = cross_checks
     extra = ({"context": context_results} if context is not None else {})

@@ -148,6 +148,34 @@ def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def context_sections(context_results: dict[str, list[dict]], labels: dict[str, str],
+                     control: bool) -> tuple[list[tuple[str, str]], dict[str, dict]]:
+    """The summary's context sections and the ``context_reach.png`` curves.
+
+    Args:
+        context_results: ``{model: [evaluate_context output per seed]}``.
+        labels: column titles per model.
+        control: a control-split run: its labels never change, so its curves
+            are the flip rates against the context rule's labels.
+
+    Returns:
+        ``([(title, Markdown), ...], reach_curves(...))``.
+    """
+    models = list(context_results)
+    twin_runs = {m: [r["twin"] for r in context_results[m]] for m in models}
+    flips = {m: aggregate_flips(context_results[m]) for m in models}
+    rule_flips = {m: aggregate_flips(context_results[m], "flip_rule") for m in models}
+    sections = [
+        ("Counterfactual twins: COCO metrics on the twins",
+         report.comparison_table({m: report.aggregate(twin_runs[m]) for m in models}, labels)),
+        ("Flip rate: label-changing objects whose score moved the way the new label "
+         "demands (percent)", flip_table(flips, labels))]
+    if control:
+        sections.append(("Control split: the same with the context rule's labels "
+                         "(which the control labels ignore)", flip_table(rule_flips, labels)))
+    return sections, reach_curves(rule_flips if control else flips, labels)
+
+
 def reach_curves(flips: dict[str, dict], labels: dict[str, str]) -> dict[str, dict]:
     """``{label: {"distance": bin centres, "rate": means, "std": spreads, "n": counts}}``."""
     curves = {}

@@ -1,11 +1,12 @@
 """Budgets of the main job: data size, input size, steps, batch and learning rate.
 
 ``default`` is sized for about 30 minutes on 2 idle CPU cores (the three
-variants, one seed, on the 64 x 512 px strip dataset; an estimate from step
-times, README); ``full`` is a longer schedule on larger images (GPU-sized, hours on a
-CPU); ``tiny`` is the test's few-step smoke run; ``paper`` is the protocol of
-the paper's Tables 1 and 2 on real COCO (``COCO_DIR``), with Model Garden's
-ResNet-50 FPN configs of ``enl_experiments/configs/garden/``.
+variants, one seed, on the 64 x 512 px strip dataset; README); ``long`` is
+its CPU evidence run (twice the data and steps); ``full`` is a longer
+schedule on larger images (GPU-sized, hours on a CPU); ``tiny`` is the
+test's few-step smoke run; ``paper`` is the protocol of the paper's Tables 1
+and 2 on real COCO (``COCO_DIR``), with Model Garden's ResNet-50 FPN configs
+of ``enl_experiments/configs/garden/``.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ PROFILES = {
     "default": Profile("default", image_size=128, num_train=400, num_val=100, train_steps=1000,
                        batch_size=4, eval_batch_size=8, learning_rate=0.04, warmup_steps=50,
                        summary_interval=20),
+    # The CPU evidence profile: twice the default's data and steps (fixed in
+    # advance, before any strip comparison; about 2-2.5 h for 3 models x 3 seeds
+    # on 2 idle cores, resumable across sittings with FIRST_SEED).
+    "long": Profile("long", image_size=128, num_train=800, num_val=100, train_steps=2000,
+                    batch_size=4, eval_batch_size=8, learning_rate=0.04, warmup_steps=100,
+                    summary_interval=20),
     "full": Profile("full", image_size=256, num_train=4000, num_val=500, train_steps=20000,
                     batch_size=8, eval_batch_size=8, learning_rate=0.04, warmup_steps=500,
                     summary_interval=100),

@@ -171,6 +171,14 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
     return table
 
 
+def plateau_text(plateaus: dict[str, list], labels: dict[str, str]) -> str:
+    """``"baseline +0.4%/-1.2%, ..."``: each model's per-seed loss change over
+    the last 20% of the steps (:func:`plateau`), for the summary."""
+    return ", ".join(
+        f"{labels[m]} " + "/".join("n/a" if p is None else f"{100 * p['relative_change']:+.1f}%"
+                                   for p in per_seed) for m, per_seed in plateaus.items())
+
+
 def plateau(history: dict, tag: str = "total_loss", tail: float = 0.2) -> dict | None:
     """Whether a training loss is flat over the last ``tail`` of the steps.
 
