@@ -304,18 +304,14 @@ def all_targets(results: dict) -> list[Target]:
             reason = sections.get(framework, {}).get("error", "section not run")
             targets.append(Target(f"[{framework}] block scaling targets", "see README",
                                   reason, "not measured"))
-    variants = sections.get("detectors", {}).get("variants")
-    if variants:
-        targets += detector_targets(variants)
-    else:
-        targets.append(Target("[detectors] cost-table targets", "see README",
-                              sections.get("detectors", {}).get("error", "section not run"),
-                              "not measured"))
-    rows = sections.get("training", {}).get("variants")
-    if rows:
-        targets += training_targets(rows)
-    else:
-        targets.append(Target("[training] training-step targets", "+3ENL TD <= +5%",
-                              sections.get("training", {}).get("error", "section not run"),
-                              "not measured"))
+    for name, variant_targets, title, goal in (
+            ("detectors", detector_targets, "cost-table targets", "see README"),
+            ("training", training_targets, "training-step targets", "+3ENL TD <= +5%")):
+        variants = sections.get(name, {}).get("variants")
+        if variants:
+            targets += variant_targets(variants)
+        else:
+            targets.append(Target(f"[{name}] {title}", goal,
+                                  sections.get(name, {}).get("error", "section not run"),
+                                  "not measured"))
     return targets
