@@ -37,11 +37,13 @@ def test_config_dir_must_be_a_folder(tmp_path):
 
 
 def test_torch_runner_derives_its_detector_from_the_config_dir(tmp_path):
-    """The torch mirror's sizes come from the common garden YAML of --config-dir."""
-    source = runners.config_root() / "beach_common.yaml"
-    (tmp_path / "beach_common.yaml").write_text(source.read_text())
+    """The torch mirror's sizes come from the common garden YAML of --config-dir,
+    its decoder from the variant's (the files Model Garden would train on)."""
+    for name in ("beach_common.yaml", "beach_baseline.yaml"):
+        (tmp_path / name).write_text((runners.config_root() / name).read_text())
     runner = runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
-    assert runner.config_files("baseline") == [tmp_path / "beach_common.yaml"]
+    assert runner.config_files("baseline") == [tmp_path / "beach_common.yaml",
+                                               tmp_path / "beach_baseline.yaml"]
     (tmp_path / "beach_common.yaml").unlink()
     with pytest.raises(runners.StepFailed, match="beach_common.yaml"):
         runner.config_files("baseline")
