@@ -225,7 +225,7 @@ def test_invalid_arguments_name_the_field(kwargs, field):
     ({"dct_size": [0, 9]}, "dct_size"),
     ({"block_levels": []}, "block_levels"),
     ({"block_levels": [5, -1]}, "block_levels"),
-    ({"levels": [4, 4]}, "block_levels"),
+    ({"levels": [4, 4]}, "`levels` must not repeat"),  # the deprecated name names itself
     ({"block_norm": "instance"}, "block_norm"),
 ])
 def test_invalid_config_fails_when_built(kwargs, field):
