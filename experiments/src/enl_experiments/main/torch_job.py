@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from enl_core.fpn import check_block_norm
+
 # Model Garden's defaults (official/vision/configs/maskrcnn.py, ``Anchor``) for
 # what a YAML file leaves out; numbers here so that this module (imported by
 # the framework-neutral main job) never imports TensorFlow. A garden test
@@ -146,7 +148,7 @@ def decoder_kwargs(model: Mapping) -> dict:
         raise TypeError(f"`task.model.decoder.{kind}.block_input_norm` must be a bool "
                         f"(unquoted in YAML), received {norm!r}")
     return {"fpn_channels": channels, "block_input_norm": norm,
-            "block_norm": options["block_norm"]}
+            "block_norm": check_block_norm(options["block_norm"])}
 
 
 def decoder_flags(kwargs: Mapping) -> list[str]:

@@ -1,4 +1,5 @@
-"""Argument checks of the ENL-FPN decoder, shared by its config and its model.
+"""Argument checks of the ENL-FPN decoder, shared by its config and its model
+(and by the NL backbone, with the ``norm_activation`` arguments both builders take).
 
 Each raises ``ValueError`` / ``TypeError`` naming the field and the value
 received, so a bad YAML value fails with a message that says what to fix.
