@@ -77,6 +77,20 @@ def test_attention_map_is_a_row_of_the_affinity(case, data):
     assert_close(maps.reshape(x.shape[0], -1), full[:, row * width + col], "float64")
 
 
+@given(case=block_cases(), chunk=st.integers(1, 40), data=st.data())
+def test_nonlocal_in_query_chunks_is_the_whole_block(case, chunk, data):
+    """``query_chunk`` (what makes the reference affordable at N = 65,536)
+    changes the memory, not the numbers, in every mode."""
+    x, channels, inter, seed = case
+    mode = data.draw(st.sampled_from(sorted(blocks.NL_MODES)))
+    sub_sample = data.draw(st.booleans()) and min(x.shape[1:3]) >= 2
+    position = mode == "dot_product" and not sub_sample and data.draw(st.booleans())
+    block = params.init_params(channels, inter, seed=seed, dct_weights="random")
+    kwargs = {"mode": mode, "sub_sample": sub_sample, "position_encoding": position}
+    assert_close(enl_core.nonlocal_block(x, block, query_chunk=chunk, **kwargs),
+                 enl_core.nonlocal_block(x, block, **kwargs), "float64")
+
+
 def test_sub_sampled_nl_pools_keys_and_values_2x2():
     x = np.random.default_rng(0).normal(size=(1, 5, 6, 4))
     block = params.init_params(4, 2, seed=1)
@@ -111,6 +125,12 @@ def test_params_npz_round_trip(tmp_path):
         (lambda b: enl_core.nonlocal_block(np.ones((1, 3, 3, 4)), b, "embedded_gaussian",
                                            position_encoding=True), "`position_encoding`"),
         (lambda b: enl_core.attention_map(np.ones((1, 3, 3, 4)), b, 0, block="x"), "`block`"),
+        (lambda b: enl_core.nonlocal_block(np.ones((1, 3, 3, 4)), b, query_chunk=0),
+         "`query_chunk`"),
+        (lambda b: enl_core.nonlocal_block(np.ones((1, 3, 3, 4)), b, query_chunk="8"),
+         "`query_chunk`"),
+        (lambda b: enl_core.nonlocal_affinity(np.ones((1, 3, 3, 4)), b, queries=3),
+         "`queries`"),
         (lambda b: params.init_params(4, 0), "`inter_channels`"),
         (lambda b: params.init_params(0), "`channels`"),
         (lambda b: params.BlockParams.from_dict({"theta.kernel": np.ones((4, 2))}), "missing"),

@@ -74,20 +74,25 @@ def _max_pool_2x2(x: np.ndarray, height: int, width: int) -> tuple[np.ndarray, i
 
 def nonlocal_affinity(x, params: BlockParams, mode: str = "dot_product", scale: bool = True,
                       sub_sample: bool = False, position_encoding: bool = False,
-                      dct_size=DEFAULT_DCT_SIZE, dct_weights=None) -> np.ndarray:
+                      dct_size=DEFAULT_DCT_SIZE, dct_weights=None,
+                      queries: slice | None = None) -> np.ndarray:
     """The explicit (B, N, N') affinity of the NL block, L included if asked.
 
     ``dot_product``: ``F = theta^T phi / N'`` (eq. 5, N' = positions of phi).
     ``embedded_gaussian``: softmax over j of ``theta_i . phi_j`` (eq. 3),
     scaled by ``1/sqrt(C')`` when ``scale``. ``position_encoding`` adds the
     explicit L (eq. 7 with addition; dot product only: a softmax row plus L is
-    not the paper's block).
+    not the paper's block). ``queries`` (a slice of the N flattened positions)
+    returns only those rows, each against every key: the rows are independent.
     """
     check_nl_options(mode, sub_sample, position_encoding)
     x = _check_input(x, params)
     batch, height, width, channels = x.shape
     flat = x.reshape(batch, height * width, channels)
-    theta = project(flat, params.theta_kernel, params.theta_bias)  # B, N, C'
+    if queries is not None and not isinstance(queries, slice):
+        raise TypeError(f"`queries` must be None or a slice, received {queries!r}")
+    rows = slice(None) if queries is None else queries
+    theta = project(flat[:, rows], params.theta_kernel, params.theta_bias)  # B, N, C'
     phi = project(flat, params.phi_kernel, params.phi_bias)  # B, N, C'
     if sub_sample:
         phi, _, _ = _max_pool_2x2(phi, height, width)
@@ -101,8 +106,12 @@ def nonlocal_affinity(x, params: BlockParams, mode: str = "dot_product", scale: 
         affinity = np.exp(affinity)
         affinity = affinity / affinity.sum(axis=-1, keepdims=True)
     if position_encoding:
-        affinity = affinity + dct.position_matrix(height, width, dct_size,
-                                                  _dct_weights(params, dct_weights))
+        weights = _dct_weights(params, dct_weights)
+        if queries is None:
+            affinity = affinity + dct.position_matrix(height, width, dct_size, weights)
+        else:  # the same rows of L = E-hat E-hat^T
+            basis = dct.e_hat(height, width, dct_size, weights)
+            affinity = affinity + basis[rows] @ basis.T
     return affinity
 
 
@@ -112,25 +121,39 @@ def _dct_weights(params: BlockParams, dct_weights):
 
 def nonlocal_block(x, params: BlockParams, mode: str = "dot_product", scale: bool = True,
                    sub_sample: bool = False, position_encoding: bool = False,
-                   dct_size=DEFAULT_DCT_SIZE, dct_weights=None) -> np.ndarray:
+                   dct_size=DEFAULT_DCT_SIZE, dct_weights=None,
+                   query_chunk: int | None = None) -> np.ndarray:
     """The original NL block (eq. 1-4), its N x N affinity built explicitly.
 
     ``y = A g`` with A from :func:`nonlocal_affinity`, ``z = out(y) + x``.
     With ``mode="dot_product"`` and ``position_encoding=True`` this is
     ``(theta^T phi / N + L) g``: the function ENL must equal (docs/ENL-SPEC.md).
+    ``query_chunk`` builds A that many rows at a time (the same numbers, in
+    ``query_chunk x N'`` memory instead of ``N x N'``: N = 65,536 needs 32 GiB
+    at once).
 
     Returns:
         float64 array of the input's shape.
     """
     x = _check_input(x, params)
+    if query_chunk is not None and (isinstance(query_chunk, bool)
+                                    or not isinstance(query_chunk, (int, np.integer))
+                                    or query_chunk < 1):
+        raise ValueError(f"`query_chunk` must be None or a positive integer, "
+                         f"received {query_chunk!r}")
     batch, height, width, channels = x.shape
-    affinity = nonlocal_affinity(x, params, mode, scale, sub_sample, position_encoding,
-                                 dct_size, dct_weights)
-    flat = x.reshape(batch, height * width, channels)
+    n = height * width
+    flat = x.reshape(batch, n, channels)
     g = project(flat, params.g_kernel, params.g_bias)  # B, N, C'
     if sub_sample:
         g, _, _ = _max_pool_2x2(g, height, width)
-    y = matmul(affinity, g)  # B, N, C'
+    starts = [None] if query_chunk is None else range(0, n, int(query_chunk))
+    y = np.concatenate([  # B, N, C'
+        matmul(nonlocal_affinity(x, params, mode, scale, sub_sample, position_encoding,
+                                 dct_size, dct_weights,
+                                 None if start is None else slice(start, start + query_chunk)),
+               g)
+        for start in starts], axis=1)
     z = project(y, params.out_kernel, params.out_bias) + flat
     return z.reshape(x.shape)
 
