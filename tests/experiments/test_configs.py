@@ -49,6 +49,26 @@ def test_torch_runner_derives_its_detector_from_the_config_dir(tmp_path):
         runner.config_files("baseline")
 
 
+def test_a_variant_yaml_overriding_a_detector_section_reaches_the_torch_mirror(tmp_path):
+    """One reader of the garden YAML: a section the variant's file sets (here the
+    anchors) overrides the common file's for torch as it does for Model Garden."""
+    import yaml
+
+    for name in ("beach_common.yaml", "beach_baseline.yaml"):
+        (tmp_path / name).write_text((runners.config_root() / name).read_text())
+    runner = runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
+    before = runner.detector_kwargs("baseline")
+    variant = yaml.safe_load((tmp_path / "beach_baseline.yaml").read_text())
+    variant["task"]["model"]["anchor"] = {"anchor_size": 3.0, "aspect_ratios": [1.0],
+                                          "num_scales": 1}
+    (tmp_path / "beach_baseline.yaml").write_text(yaml.safe_dump(variant))
+    after = runner.detector_kwargs("baseline")
+    assert after["aspect_ratios"] == (1.0,) != before["aspect_ratios"]
+    assert after["anchor_sizes"] != before["anchor_sizes"]
+    assert {k: v for k, v in after.items() if k not in ("anchor_sizes", "aspect_ratios")} == {
+        k: v for k, v in before.items() if k not in ("anchor_sizes", "aspect_ratios")}
+
+
 def test_a_missing_extra_is_named_with_its_pip_line():
     with pytest.raises(extras.MissingExtra, match=r"the garden framework needs "
                        r"`pip install enl-experiments\[garden\]` \(missing: no_such_module\)"):

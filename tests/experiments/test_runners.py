@@ -139,9 +139,9 @@ def test_torch_detector_arguments_reach_train_and_predict(tmp_path, data):
     for name in ("default", "paper"):
         profile = profiles.get_profile(name)
         runner = runners.TorchRunner(profile)
-        expected = profile.torch_detector_kwargs(runners.config_root())
-        assert (expected is None) == (name == "paper")
         for model in runners.MODELS:
+            expected = runner.detector_kwargs(model)
+            assert (expected is None) == (name == "paper")
             parsed = build_parser().parse_args(runner._args(model, data, 0, tmp_path))
             kwargs = dict(parsed.model_kwarg)
             if expected is None:

@@ -81,7 +81,7 @@ def test_the_main_jobs_common_config_builds_a_torch_detector():
     profile = profiles.get_profile("default")
     path = runners.config_root() / profile.garden_configs[0]
     model_config = yaml.safe_load(path.read_text())["task"]["model"]
-    kwargs = profile.torch_detector_kwargs(runners.config_root())
+    kwargs = runners.TorchRunner(profile).detector_kwargs("3enl_td")
     assert kwargs == torch_job.detector_kwargs(model_config)
     with torch.device("meta"):
         model = maskrcnn_enl_resnet_fpn(backbone_name="resnet18", fpn_channels=64,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import yaml
 
 from enl_experiments.main import torch_job
 
@@ -50,7 +49,8 @@ class Profile:
         torch_detector_from_garden: size the torch mirror's anchors, proposal
             counts and heads as the common garden YAML (``garden_configs[0]``)
             does, through :func:`enl_experiments.main.torch_job.detector_kwargs`
-            (:meth:`torch_detector_kwargs`): True for the embedded-dataset
+            (:meth:`enl_experiments.main.runners.TorchRunner.detector_kwargs`):
+            True for the embedded-dataset
             profiles; False (torchvision's standard R50-FPN sizes) for
             ``paper``. torchvision's own defaults (32..512 px anchors, 2000
             proposals, 512 sampled RoIs, a 1024-wide two-FC box head, four
@@ -89,15 +89,6 @@ class Profile:
         if self.torch_detector_from_garden and self.garden_configs[0] is None:
             raise ValueError(f"`torch_detector_from_garden` needs a common garden config "
                              f"(garden_configs[0]), received {self.garden_configs!r}")
-
-    def torch_detector_kwargs(self, configs) -> dict | None:
-        """The torch builders' detector sizes derived from the common garden
-        YAML in ``configs`` (a folder: :func:`enl_experiments.main.runners.config_root`);
-        None keeps torchvision's."""
-        if not self.torch_detector_from_garden:
-            return None
-        model = yaml.safe_load((configs / self.garden_configs[0]).read_text())["task"]["model"]
-        return torch_job.detector_kwargs(model)
 
 
 PROFILES = {

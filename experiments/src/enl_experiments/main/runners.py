@@ -225,15 +225,20 @@ def garden_config_files(configs: Traversable, profile: Profile, model: str) -> l
     return files
 
 
-def garden_model_section(files: list[Traversable], section: str) -> dict:
-    """``task.model.<section>`` as the last of ``files`` that sets it (the later
-    file overrides, as Model Garden's ``--config_file`` list does); {} if none does."""
+def garden_model(files: list[Traversable]) -> dict:
+    """``task.model`` of ``files`` read as one config: each section
+    (``decoder``, ``anchor``, ...) as the last file that sets it (the later
+    file overrides, as Model Garden's ``--config_file`` list does). The one
+    reader of the garden YAML for the torch mirror."""
     found = {}
     for path in files:
-        model = (yaml.safe_load(path.read_text()) or {}).get("task", {}).get("model", {})
-        if section in model:
-            found = model[section]
+        found.update((yaml.safe_load(path.read_text()) or {}).get("task", {}).get("model", {}))
     return found
+
+
+def garden_model_section(files: list[Traversable], section: str) -> dict:
+    """``task.model.<section>`` of :func:`garden_model`; {} if no file sets it."""
+    return garden_model(files).get(section, {})
 
 
 class TorchRunner:
@@ -271,13 +276,21 @@ class TorchRunner:
                 "--variant", model, "--min-size", str(min_size),
                 "--max-size", str(max_size), "--seed", str(seed)]
         # FPN width and block-input norm: the variant's garden decoder.
-        decoder = garden_model_section(self.config_files(model), "decoder")
-        args += torch_job.decoder_flags(torch_job.decoder_kwargs({"decoder": decoder}))
-        detector = profile.torch_detector_kwargs(self.configs)
+        garden = garden_model(self.config_files(model))
+        args += torch_job.decoder_flags(torch_job.decoder_kwargs(garden))
+        detector = self.detector_kwargs(model)
         if detector is not None:
             # Anchors, proposals and heads derived from the garden YAML.
             args += torch_job.detector_flags(detector)
         return args
+
+    def detector_kwargs(self, model: str) -> dict | None:
+        """The torch builders' detector sizes (anchors, proposals, heads) that
+        ``model``'s garden YAML describes (:func:`torch_job.detector_kwargs`);
+        None where the profile keeps torchvision's (``paper``)."""
+        if not self.profile.torch_detector_from_garden:
+            return None
+        return torch_job.detector_kwargs(garden_model(self.config_files(model)))
 
     def train_and_predict(self, model: str, data: DataPaths, seed: int, out: Path,
                           queries: list[tuple[int, float, float]]) -> None:
