@@ -14,9 +14,6 @@ from __future__ import annotations
 import dataclasses
 
 
-from enl_experiments.main import torch_job
-
-
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """One budget of the main job.
