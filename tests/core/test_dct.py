@@ -137,6 +137,25 @@ def test_clamped_weights_are_cropped_not_resampled():
     assert_close(dct.clamped_weights(3, 12, (9, 9), weights), weights[:3, :], "float64")
 
 
+@pytest.mark.parametrize("weights", [None, 2.0])
+def test_clamped_ones_or_scalar_cost_nothing_beyond_the_grid(weights):
+    """dct_size=(6000, 6000) on a 6 x 6 grid once built a 288 MB array of ones
+    on every Keras call before cropping it; now the clamped weights are built
+    at the grid's size (numpy's allocations are seen by tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        clamped = dct.clamped_weights(6, 6, (6000, 6000), weights)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**16, peak
+    np.testing.assert_array_equal(clamped, np.full((6, 6), 1.0 if weights is None else weights))
+    assert_close(dct.e_hat(6, 6, (6000, 6000), weights), dct.e_hat(6, 6, (6, 6), weights),
+                 "float64")
+
+
 @pytest.mark.parametrize(
     ("call", "pattern"),
     [
@@ -151,6 +170,9 @@ def test_clamped_weights_are_cropped_not_resampled():
         (lambda: dct.e_hat(3, 3, "9x9"), "`dct_size`"),
         (lambda: dct.e_hat(3, 3, (9, 9), np.ones((3, 3))), "`dct_weights`"),
         (lambda: dct.e_hat(3, 3, (2, 2), [[1, np.nan], [1, 1]]), "`dct_weights`"),
+        (lambda: dct.e_hat(3, 3, (2, 2), np.nan), "`dct_weights`"),
+        (lambda: dct.e_hat(3, 3, (2, 2), 1j), "`dct_weights`"),
+        (lambda: dct.e_hat(3, 3, (2, 2), "ones"), "`dct_weights`"),
         (lambda: dct.apply_position_separable(np.ones((3, 3))), "`g`"),
         (lambda: dct.position_filter(3, 3, 9), "`position`"),
         (lambda: dct.position_filter(3, 3, (0, 3)), "`position`"),

@@ -554,6 +554,35 @@ def test_a_truncated_or_empty_checkpoint_is_named(overfit_run, tmp_path, capsys)
     assert f"checkpoint {str(truncated)!r}" in capsys.readouterr().err
 
 
+def test_a_small_checkpoint_cut_anywhere_is_corrupt_and_latest_falls_back(tmp_path):
+    """A cut inside a small file's first zip records made torch.load raise a bare
+    ``OSError: [Errno 22]``, which escaped both the named error and ``latest``'s
+    fall-back. Every cut of a 37 KB checkpoint is now a CorruptCheckpointError."""
+    from enl_torch.training.checkpoint import (CorruptCheckpointError, load_latest_checkpoint,
+                                               save_checkpoint)
+
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(2, 64)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for step in (1, 2):
+        save_checkpoint(str(tmp_path / "checkpoints" / f"step_{step:07d}.pt"), model=model,
+                        optimizer=optimizer, scheduler=scheduler, step=step, rng=[rng_state()],
+                        config={})
+    newest = tmp_path / "checkpoints" / "step_0000002.pt"
+    whole = newest.read_bytes()
+    cut = tmp_path / "cut.pt"
+    for size in range(1, len(whole), 1024):
+        cut.write_bytes(whole[:size])
+        with pytest.raises(CorruptCheckpointError, match=r"cut\.pt"):
+            load_checkpoint(str(cut))
+    newest.write_bytes(whole[:len(whole) // 2])
+    with pytest.warns(RuntimeWarning, match="step_0000002.pt"):
+        path, payload = load_latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert path.endswith("step_0000001.pt") and payload["step"] == 1
+
+
 def test_a_box_without_area_is_named_not_dropped():
     from enl_torch.training.engine import check_targets
 

@@ -80,10 +80,16 @@ def dct2_matrix(height: int, width: int) -> np.ndarray:
 
 def clamped_weights(height: int, width: int, dct_size=DEFAULT_DCT_SIZE,
                     dct_weights=None) -> np.ndarray:
-    """The (kH', kW') weights d after clamping ``dct_size`` to the grid."""
-    weights = normalize_dct_weights(dct_weights, dct_size)
+    """The (kH', kW') weights d after clamping ``dct_size`` to the grid.
+
+    Ones (None) and a scalar are built at the clamped size: the work never
+    depends on frequencies the grid cannot hold (dct_size=(20000, 20000) on a
+    6 x 6 grid costs what (6, 6) costs).
+    """
     k_h, k_w = clamp_dct_size(dct_size, height, width)
-    return weights[:k_h, :k_w]
+    if dct_weights is None or (np.ndim(dct_weights) == 0 and not isinstance(dct_weights, str)):
+        return normalize_dct_weights(dct_weights, (k_h, k_w))
+    return normalize_dct_weights(dct_weights, dct_size)[:k_h, :k_w]
 
 
 def e_hat(height: int, width: int, dct_size=DEFAULT_DCT_SIZE, dct_weights=None) -> np.ndarray:

@@ -152,9 +152,12 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise CorruptCheckpointError(f"checkpoint {path!r} is empty (0 bytes)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise  # unreadable, not damaged: the OS error names the file
     # torch.load's errors for a damaged file: a broken zip (RuntimeError from the
-    # stream reader), a cut pickle (EOFError, UnpicklingError), a bad header.
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError,
+    # stream reader), a cut pickle (EOFError, UnpicklingError), a bad header, and
+    # a bare OSError (Errno 22) where a cut falls inside the zip's first records.
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError,
             ValueError) as error:
         raise CorruptCheckpointError(f"checkpoint {path!r} ({size} bytes) cannot be read, "
                                      f"it is truncated or corrupt: "
