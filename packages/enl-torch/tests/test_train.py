@@ -558,8 +558,11 @@ def test_a_small_checkpoint_cut_anywhere_is_corrupt_and_latest_falls_back(tmp_pa
     """A cut inside a small file's first zip records made torch.load raise a bare
     ``OSError: [Errno 22]``, which escaped both the named error and ``latest``'s
     fall-back. Every cut of a 37 KB checkpoint is now a CorruptCheckpointError."""
-    from enl_torch.training.checkpoint import (CorruptCheckpointError, load_latest_checkpoint,
-                                               save_checkpoint)
+    from enl_torch.training.checkpoint import (
+        CorruptCheckpointError,
+        load_latest_checkpoint,
+        save_checkpoint,
+    )
 
     model = torch.nn.Linear(64, 64)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
