@@ -69,6 +69,26 @@ def test_a_variant_yaml_overriding_a_detector_section_reaches_the_torch_mirror(t
         k: v for k, v in before.items() if k not in ("anchor_sizes", "aspect_ratios")}
 
 
+def test_a_variant_yaml_setting_one_field_keeps_the_common_files_others(tmp_path):
+    """Model Garden merges a later --config_file field by field: a variant that
+    sets only ``roi_generator.num_proposals`` keeps the common file's other
+    proposal counts (a section-by-section reader dropped them to defaults)."""
+    import yaml
+
+    for name in ("beach_common.yaml", "beach_baseline.yaml"):
+        (tmp_path / name).write_text((runners.config_root() / name).read_text())
+    runner = runners.get_runner("torch", profiles.get_profile("tiny"), tmp_path)
+    before = runner.detector_kwargs("baseline")
+    variant = yaml.safe_load((tmp_path / "beach_baseline.yaml").read_text())
+    variant["task"]["model"]["roi_generator"] = {"num_proposals": 128}
+    (tmp_path / "beach_baseline.yaml").write_text(yaml.safe_dump(variant))
+    after = runner.detector_kwargs("baseline")
+    assert after == {**before, "rpn_post_nms_top_n_train": 128}
+    common = runners.garden_model([tmp_path / "beach_common.yaml"])
+    merged = runners.garden_model(runner.config_files("baseline"))
+    assert merged["roi_generator"] == {**common["roi_generator"], "num_proposals": 128}
+
+
 def test_a_missing_extra_is_named_with_its_pip_line():
     with pytest.raises(extras.MissingExtra, match=r"the garden framework needs "
                        r"`pip install enl-experiments\[garden\]` \(missing: no_such_module\)"):

@@ -226,19 +226,26 @@ def garden_config_files(configs: Traversable, profile: Profile, model: str) -> l
 
 
 def garden_model(files: list[Traversable]) -> dict:
-    """``task.model`` of ``files`` read as one config: each section
-    (``decoder``, ``anchor``, ...) as the last file that sets it (the later
-    file overrides, as Model Garden's ``--config_file`` list does). The one
+    """``task.model`` of ``files`` read as one config, each later file merged
+    into the earlier ones key by key at every depth, as Model Garden's
+    ``--config_file`` list overrides its params (a variant file that sets only
+    ``anchor.anchor_size`` keeps the common file's ``aspect_ratios``). The one
     reader of the garden YAML for the torch mirror."""
-    found = {}
+    found: dict = {}
     for path in files:
-        found.update((yaml.safe_load(path.read_text()) or {}).get("task", {}).get("model", {}))
+        model = (yaml.safe_load(path.read_text()) or {}).get("task", {}).get("model", {})
+        found = _merged(found, model)
     return found
 
 
-def garden_model_section(files: list[Traversable], section: str) -> dict:
-    """``task.model.<section>`` of :func:`garden_model`; {} if no file sets it."""
-    return garden_model(files).get(section, {})
+def _merged(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` on top; nested dicts merge, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 class TorchRunner:
