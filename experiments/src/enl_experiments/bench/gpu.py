@@ -54,6 +54,7 @@ def run_blocks(dry_run: bool) -> list[dict]:
 
     import enl_torch
     from enl_experiments.bench import cases, measure, scaling
+    from enl_experiments.bench.torch_backend import with_backward
 
     if not dry_run and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device visible to torch; `--dry-run` runs on CPU")
@@ -85,14 +86,15 @@ def run_blocks(dry_run: bool) -> list[dict]:
                 inputs = x.clone().requires_grad_(backward)
                 upstream = torch.randn_like(x)
 
-                def call(inputs=inputs, upstream=upstream, backward=backward, dtype=dtype):
+                def forward(inputs=inputs, backward=backward, dtype=dtype):
                     with torch.set_grad_enabled(backward), torch.autocast(
                             device.type, dtype=dtype, enabled=dtype != torch.float32):
-                        z = module(inputs)
-                    if backward:
-                        inputs.grad = None
-                        module.zero_grad(set_to_none=True)
-                        z.backward(upstream)
+                        return module(inputs)
+
+                # The scaling bench's call: gradients dropped at its end, so that
+                # the measured peak does not reuse the last call's.
+                call = (with_backward(forward, upstream, (inputs,), module) if backward
+                        else forward)
 
                 shapes = scaling.chain_shapes(side, mode, config)
                 products = [(torch.randn(m, k, device=device, dtype=dtype),
