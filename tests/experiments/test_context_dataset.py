@@ -9,7 +9,7 @@ import pytest
 
 from enl_experiments import context_dataset as strip
 from enl_experiments.main import reach
-from enl_experiments.main.erf_torch import horizontal_reach
+from enl_experiments.main.erf import feature_column, horizontal_reach, level_reach
 
 SIZE = (64, 512)
 
@@ -135,3 +135,21 @@ def test_horizontal_reach_of_a_known_gradient():
         "fraction_0.5": 0, "fraction_0.9": 3, "fraction_0.99": 8, "farthest": 8}
     with pytest.raises(ValueError, match="gradient"):
         horizontal_reach(np.zeros((2, 3)), 1)
+
+
+def test_level_reach_places_the_feature_and_counts_the_far_mass():
+    # A 64 px wide input, a level 8 wide (stride 8): the feature at position 0.25
+    # is column 2, centred on input column 2 * 8 + 4 = 20.
+    assert feature_column(8, 0.25) == 2 and feature_column(8, 1.0) == 7
+    gradient = np.zeros((2, 64))
+    gradient[0, 20] = 3.0
+    gradient[1, 60] = 1.0  # a quarter of the mass, 40 px away
+    (level,) = level_reach({"P3": gradient}, {"P3": 8}, 64, position=0.25,
+                           beyond=30).values()
+    assert level["centre_x"] == 20 and level["farthest"] == 40
+    assert level["mass_beyond"] == pytest.approx(0.25)
+    assert level_reach({"P3": gradient}, {"P3": 8}, 64, position=0.25, beyond=40)[
+        "P3"]["mass_beyond"] == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="position"):
+            feature_column(8, bad)

@@ -78,6 +78,24 @@ def test_tiny_experiment_model_garden_baseline_and_enl(tmp_path):
     # 64 x 256 px input: ENL on P5, P4, P3 sees 2x8, 4x16 and 8x32 grids.
     _check_results(result, run_dir, [(2, 8), (4, 16), (8, 32)], ("baseline", "3enl_td"))
     assert (run_dir / "runs" / "3enl_td-seed0" / "model" / "params.yaml").exists()
+    # The trained models' effective reach, from their Model Garden checkpoints.
+    for variant in ("baseline", "3enl_td"):
+        command = [sys.executable, "-m", "enl_experiments.main.erf_garden", "--model-dir",
+                   str(run_dir / "runs" / f"{variant}-seed0" / "model"), "--variant", variant,
+                   "--count", "2", "--position", "0.125"]
+        erf = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert erf.returncode == 0, erf.stderr[-3000:]
+        reach = json.loads(erf.stdout)
+        assert reach["images"] == 2 and reach["beyond_px"] == 225.5
+        assert sorted(k for k in reach if k.startswith("P")) == ["P2", "P3", "P4", "P5"]
+        for level in ("P2", "P3", "P4", "P5"):
+            r = reach[level]
+            assert 0 <= r["fraction_0.5"] <= r["fraction_0.9"] <= r["fraction_0.99"]
+            assert r["fraction_0.99"] <= r["farthest"] < 256 and 0.0 <= r["mass_beyond"] <= 1.0
+        if variant == "baseline":
+            # Convolutions only: next to nothing beyond P2's theoretical reach of 225.5 px
+            # (what is there comes from the offset of nearest upsampling).
+            assert reach["P2"]["mass_beyond"] < 0.01
 
 
 @pytest.mark.garden

@@ -21,34 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-FRACTIONS = (0.5, 0.9, 0.99)
-
-
-def horizontal_reach(gradient: np.ndarray, centre_x: int, fractions=FRACTIONS) -> dict:
-    """Distances (px) from ``centre_x`` holding each fraction of the gradient's mass.
-
-    Args:
-        gradient: (H, W) absolute input gradient.
-        centre_x: the feature's centre column.
-        fractions: cumulative fractions to report.
-
-    Returns:
-        ``{"fraction_<f>": distance, "farthest": distance}``.
-
-    Raises:
-        ValueError: a gradient that is not 2-D or has no mass.
-    """
-    gradient = np.asarray(gradient, np.float64)
-    if gradient.ndim != 2 or not np.any(gradient > 0):
-        raise ValueError(f"`gradient` must be a 2-D array with some mass, received shape "
-                         f"{gradient.shape}")
-    columns = gradient.sum(axis=0)
-    distance = np.abs(np.arange(columns.size) - centre_x)
-    mass = np.bincount(distance, weights=columns)
-    cumulative = np.cumsum(mass) / mass.sum()
-    result = {f"fraction_{f}": int(np.searchsorted(cumulative, f)) for f in fractions}
-    result["farthest"] = int(distance[columns > 0].max())
-    return result
+from enl_experiments.main.erf import level_reach
 
 
 def measure(train_argv: list[str], image_dir: str, checkpoint_dir: str | None,
@@ -85,13 +58,9 @@ def measure(train_argv: list[str], image_dir: str, checkpoint_dir: str | None,
             (grad,) = torch.autograd.grad(centre.sum(), pixels, retain_graph=True)
             magnitude = grad[0].abs().sum(0).double().numpy()  # H, W
             totals[level] = totals.get(level, 0) + magnitude
-    width = pixels.shape[-1]
-    result = {}
-    for level, total in totals.items():
-        stride = width // features[level].shape[-1]
-        centre_x = (features[level].shape[-1] // 2) * stride + stride // 2
-        result[f"P{int(level) + 2}"] = horizontal_reach(total, centre_x)
-    return result
+    widths = {f"P{int(level) + 2}": features[level].shape[-1] for level in totals}
+    return level_reach({f"P{int(level) + 2}": total for level, total in totals.items()},
+                       widths, pixels.shape[-1])
 
 
 def main(argv=None) -> int:

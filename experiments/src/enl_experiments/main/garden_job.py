@@ -97,7 +97,8 @@ def read_losses(model_dir: str, subdir: str = "train") -> dict:
     return history
 
 
-def _load_params(model_dir: str, experiment: str):
+def load_params(model_dir: str, experiment: str):
+    """The run's full config: ``experiment``'s defaults overridden by ``model_dir/params.yaml``."""
     from official.core import exp_factory
     from official.modeling import hyperparams
     from official.vision import registry_imports  # noqa: F401
@@ -123,6 +124,16 @@ def _block_inputs_model(model):
     return inputs_model, {level: blocks[level] for level in levels}
 
 
+def restore(model, checkpoint_path: str) -> None:
+    """Reads the trained weights of a built ``model`` (its variables exist) from
+    ``checkpoint_path``; every model variable must be in the checkpoint."""
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(model=model).read(checkpoint_path)
+    status.assert_existing_objects_matched()
+    status.expect_partial()  # the optimizer's slots are not needed here
+
+
 def predict(model_dir: str, experiment: str, out_dir: str, queries: list[tuple[int, float, float]],
             val_pattern: str | None = None) -> None:
     import tensorflow as tf
@@ -131,7 +142,7 @@ def predict(model_dir: str, experiment: str, out_dir: str, queries: list[tuple[i
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = _load_params(model_dir, experiment)
+    params = load_params(model_dir, experiment)
     if val_pattern:
         params.override({"task": {"validation_data": {"input_path": val_pattern}}},
                         is_strict=True)
@@ -155,9 +166,7 @@ def predict(model_dir: str, experiment: str, out_dir: str, queries: list[tuple[i
                         image_shape=labels["image_info"][:, 1, :], training=False)
         if not restored:
             # Variables exist now; restore and recompute with the trained weights.
-            status = tf.train.Checkpoint(model=model).read(checkpoint_path)
-            status.assert_existing_objects_matched()
-            status.expect_partial()  # the optimizer's slots are not needed here
+            restore(model, checkpoint_path)
             restored = True
             outputs = model(images, anchor_boxes=labels["anchor_boxes"],
                             image_shape=labels["image_info"][:, 1, :], training=False)
