@@ -1,11 +1,16 @@
 """The training-mode detector table's logic (enl_experiments.bench.training); not timings."""
 
+import json
+import statistics
+import subprocess
+import sys
+
 import pytest
 from results_factory import training_rows
 
 from enl_core import cost
 from enl_experiments.bench import report, targets, training
-from enl_experiments.bench.config import GIB
+from enl_experiments.bench.config import GIB, BenchConfig
 
 
 def test_lower_bound_is_the_saved_affinities():
@@ -67,3 +72,32 @@ def test_missing_enl_row_is_not_measured():
     all_found = targets.all_targets({"sections": {}})
     assert any(t.name.startswith("[training]") and t.status == "not measured"
                for t in all_found)
+
+
+def test_report_shows_the_median_and_the_range_of_the_steps():
+    rows = training_rows()
+    rows[0] |= {"step_s": 20.0, "step_times_s": [19.5, 20.0, 23.25]}
+    text = report.training_section({"variants": rows, "run": {"wall_s": 1.0}})
+    assert "| baseline | 20.0 s (19.5 s-23.2 s, 3 steps) |" in text, text
+    assert "same weights, momentum and seed" in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc high-water mark")
+def test_a_worker_times_steps_that_do_the_same_work(tmp_path):
+    """The real worker (its own process: torchvision is never imported after the
+    TensorFlow of other bench tests), +3ENL TD at a small size: every timed step
+    starts from the same weights, momentum and seed, so its loss is the same to the
+    bit, and the first step's memory is at least what the blocks save."""
+    pytest.importorskip("torchvision")
+    config = BenchConfig(image_size=(128, 192), train_steps=2, device="cpu")
+    config_path, out = tmp_path / "config.json", tmp_path / "out.json"
+    config_path.write_text(json.dumps(config.to_json()))
+    subprocess.run([sys.executable, "-m", "enl_experiments.bench.worker", "training",
+                    "--variant", "+3ENL, TD", "--config", str(config_path), "--out", str(out)],
+                   check=True, timeout=600)
+    row = json.loads(out.read_text())
+    assert row["status"] == "ok" and row["input_size"] == [128, 192]
+    assert len(row["step_times_s"]) == 2 and len(row["step_losses"]) == 2
+    assert row["step_losses"][0] == row["step_losses"][1], row["step_losses"]
+    assert row["step_s"] == statistics.median(row["step_times_s"])
+    assert row["step_above_bytes"] >= row["lower_bound_bytes"] > 0

@@ -70,7 +70,8 @@ class BenchConfig:
         image_size: detector input (H, W) before padding to a multiple of 64.
         detectors: which detectors the cost table builds.
         train_steps: timed training steps per variant of the training table
-            (after the first step, which measures the memory and warms up).
+            (after the first step, which measures the memory and warms up; each
+            from the same weights and seed, so their spread is the machine's).
         sections: which sections run.
         implementations: scaling-section implementations to run; empty means all.
         device: "auto" (CUDA when present), "cpu" or "cuda".
@@ -93,7 +94,7 @@ class BenchConfig:
     torch_compile: bool = False
     image_size: tuple[int, int] = (800, 1088)
     detectors: tuple[str, ...] = DETECTORS
-    train_steps: int = 2
+    train_steps: int = 4
     sections: tuple[str, ...] = SECTIONS
     implementations: tuple[str, ...] = ()
     device: str = "auto"

@@ -234,6 +234,15 @@ def detector_section(section: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _step_time(row: dict) -> str:
+    """Median step time, with the range when there are several steps."""
+    times = row.get("step_times_s") or []
+    text = format_seconds(row["step_s"])
+    if len(times) > 1:
+        text += f" ({format_seconds(min(times))}-{format_seconds(max(times))}, {len(times)} steps)"
+    return text
+
+
 def training_section(section: dict) -> str:
     """The training-mode table: one Mask R-CNN SGD step per variant."""
     rows = section.get("variants")
@@ -250,7 +259,7 @@ def training_section(section: dict) -> str:
                                predicted])
             continue
         table_rows.append([
-            row["variant"], format_seconds(row["step_s"]),
+            row["variant"], _step_time(row),
             "-" if "time_ratio" not in row else f"{row['time_ratio'] - 1:+.1%}",
             _mib(row["step_above_bytes"]),
             "-" if "memory_ratio" not in row else f"{row['memory_ratio'] - 1:+.1%}",
@@ -259,17 +268,18 @@ def training_section(section: dict) -> str:
            f"batch 1, float32, training mode: one SGD step (forward, losses, backward, "
            f"optimizer) on a synthetic image with two masked boxes, each variant in a fresh "
            f"process. Run: {contention_text(section)}.", "",
-           table(["variant", "step time (median)", "vs baseline",
+           table(["variant", "step time: median (min-max)", "vs baseline",
                   "step memory above loaded MiB (RSS)", "vs baseline",
                   "lower bound MiB (saved affinities)", "blocks predicted MiB"], table_rows),
            "", "Step memory: the process's resident high-water during the first step above "
            "its resident size with the weights loaded and nothing run (activations, "
            "gradients and the optimizer's momentum buffers); step time: the median of the "
-           "steps after it. Lower bound: the affinities every block saves for the backward, all "
-           "live when it starts, plus the largest block input (`enl_core.cost`). Blocks "
-           "predicted: the block bench's forward + backward memory model summed over the "
-           "blocks; a variant predicted above the device memory is reported infeasible "
-           "with that size."]
+           "steps after it, each from the same weights, momentum and seed (the same "
+           "proposals and sampled RoIs), so their spread is the machine's. Lower bound: "
+           "the affinities every block saves for the backward, all live when it starts, "
+           "plus the largest block input (`enl_core.cost`). Blocks predicted: the block "
+           "bench's forward + backward memory model summed over the blocks; a variant "
+           "predicted above the device memory is reported infeasible with that size."]
     return "\n".join(out) + "\n"
 
 

@@ -8,7 +8,7 @@ batch 1, float32, for the four variants of Table 3, each in a fresh process
 whole-process way: the resident high-water during the first step above the
 resident size with the weights loaded and nothing run (the step's activations,
 gradients and the optimizer's momentum buffers). Step time is the median of
-the steps after it.
+the steps after it, each from the same weights and seed (the same work).
 
 Before a variant runs, ``enl_core.cost`` predicts what its blocks hold for the
 backward (:func:`predicted_block_bytes`); above the device memory it is
@@ -22,6 +22,7 @@ This module imports no framework: the worker imports torch inside
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -173,13 +174,17 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     images = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))]
     targets = [_synthetic_target(height, width, torch)]
 
-    def step():
+    def step(seed: int) -> float:
+        # The samplers of the RPN and the RoI heads draw from torch's generator:
+        # seeded, the same weights give the same proposals, the same sampled
+        # RoIs and the same mask-head batch.
+        torch.manual_seed(seed)
         optimizer.zero_grad(set_to_none=True)
         losses = model(images, targets)
         loss = sum(losses.values())
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     result["params"] = sum(p.numel() for p in model.parameters())
     result["build_s"] = time.perf_counter() - started
@@ -187,17 +192,26 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     # its weights: a later step would reuse pages the first one left behind.
     # It includes the momentum buffers the optimizer creates (training state).
     begin = time.perf_counter()
-    result["step_above_bytes"] = measure.host_peak_above(step, lambda: None)
+    result["step_above_bytes"] = measure.host_peak_above(lambda: step(0), lambda: None)
     result["first_step_s"] = time.perf_counter() - begin
     log(f"[training] {variant}: built in {result['build_s']:.0f} s, first step "
         f"{result['first_step_s']:.1f} s, peak above loaded "
         f"{(result['step_above_bytes'] or 0) / 2**20:,.0f} MiB")
-    times = []
+    # Every timed step starts from the same weights and momentum (those after
+    # the first step, restored outside the timer) with the same seed, so every
+    # step does the same work: the spread of the times is the machine's, not a
+    # drift of the proposals as the randomly initialised model trains.
+    weights = copy.deepcopy(model.state_dict())
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    times, losses = [], []
     for _ in range(config.train_steps):
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(optimizer_state)
         begin = time.perf_counter()
-        step()
+        losses.append(step(1))
         times.append(time.perf_counter() - begin)
     result.update(status="ok", step_s=statistics.median(times), step_times_s=times,
-                  torch_threads=torch.get_num_threads())
-    log(f"[training] {variant}: step {result['step_s']:.1f} s (median of {len(times)})")
+                  step_losses=losses, torch_threads=torch.get_num_threads())
+    log(f"[training] {variant}: step {result['step_s']:.1f} s (median of {len(times)}, "
+        f"{min(times):.1f}-{max(times):.1f} s)")
     return result
