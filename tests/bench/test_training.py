@@ -1,5 +1,6 @@
 """The training-mode detector table's logic (enl_experiments.bench.training); not timings."""
 
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -83,12 +84,12 @@ def test_report_shows_the_median_and_the_range_of_the_steps():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc high-water mark")
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision")
 def test_a_worker_times_steps_that_do_the_same_work(tmp_path):
     """The real worker (its own process: torchvision is never imported after the
     TensorFlow of other bench tests), +3ENL TD at a small size: every timed step
     starts from the same weights, momentum and seed, so its loss is the same to the
     bit, and the first step's memory is at least what the blocks save."""
-    pytest.importorskip("torchvision")
     config = BenchConfig(image_size=(128, 192), train_steps=2, device="cpu")
     config_path, out = tmp_path / "config.json", tmp_path / "out.json"
     config_path.write_text(json.dumps(config.to_json()))
