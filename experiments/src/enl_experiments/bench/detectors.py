@@ -154,12 +154,12 @@ def measure_variant(detector: str, variant: str, config: BenchConfig, log=print)
         # Touch one output so that every kernel has run before the clock stops.
         return outputs["detection_boxes"].numpy() if "detection_boxes" in outputs else outputs
 
-    # TensorFlow's allocator statistics (CPU or GPU): its peak during the call
-    # includes the weights it holds, like the paper's GPU figure.
+    # TensorFlow's allocator statistics (GPU; CPU with oneDNN only): its peak
+    # during the call includes the weights it holds, like the paper's GPU figure.
     device = "GPU:0" if gpu else "CPU:0"
-    tf.config.experimental.reset_memory_stats(device)
-    result.update(device=device, allocator_before_bytes=tf.config.experimental.get_memory_info(
-        device)["current"])
+    stats = measure.tf_allocator_stats(tf, device)
+    result.update(device=device, allocator_before_bytes=(
+        tf.config.experimental.get_memory_info(device)["current"] if stats else None))
     begin = time.perf_counter()
     if gpu:
         call()
@@ -175,7 +175,8 @@ def measure_variant(detector: str, variant: str, config: BenchConfig, log=print)
         if result["forward_above_bytes"] is not None and high_water is not None:
             result["rss_before_bytes"] = high_water - result["forward_above_bytes"]
             result["process_peak_bytes"] = high_water
-    result["allocator_peak_bytes"] = tf.config.experimental.get_memory_info(device)["peak"]
+    result["allocator_peak_bytes"] = (tf.config.experimental.get_memory_info(device)["peak"]
+                                      if stats else None)
     result["forward_s"] = time.perf_counter() - begin  # first call: includes graph optimisation
     result["total_s"] = time.perf_counter() - started
     log(f"[detectors] {name}: {result['profiler_flops'] / 2e9:.1f} GMACs (profiler), forward "

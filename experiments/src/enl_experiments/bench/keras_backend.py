@@ -17,6 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from enl_core.cost import NL_KIND_MODES  # noqa: E402
+from enl_experiments.bench import measure  # noqa: E402
 from enl_experiments.bench.cases import Case, available_implementations  # noqa: E402
 from enl_experiments.bench.config import BenchConfig  # noqa: E402
 
@@ -40,6 +41,9 @@ class KerasBackend:
         # the N x N scores are materialised.
         self.flash_attention = False
         tf.random.set_seed(0)
+        # TF's own allocator peak where it keeps one, else the process high-water.
+        self.allocator_stats = measure.tf_allocator_stats(
+            tf, "GPU:0" if self.gpu else "CPU:0")
 
     # -- environment -----------------------------------------------------
     def info(self) -> dict:
@@ -50,7 +54,10 @@ class KerasBackend:
                 "intra_op_threads": intra or os.cpu_count(),
                 "intra_op_setting": intra,
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
+                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                "memory": ("TF allocator peak" if self.allocator_stats else
+                           "process resident high-water (TF keeps no CPU allocator "
+                           "statistics without oneDNN)")}
         if self.gpu:
             details = tf.config.experimental.get_device_details(
                 tf.config.list_physical_devices("GPU")[0])
@@ -74,10 +81,14 @@ class KerasBackend:
     def peak_above(self, call) -> int | None:
         """Allocator peak above the current allocation, CPU or GPU alike.
 
-        TensorFlow's CPU allocator (oneDNN's, BFC-based) keeps freed memory,
-        so the process high-water would hide a repeated call's peak; its own
-        statistics do not.
+        oneDNN's CPU allocator (BFC-based) keeps freed memory, so the process
+        high-water would hide a repeated call's peak; its own statistics do
+        not. Without oneDNN TensorFlow's CPU allocator keeps no statistics but
+        returns memory to the C heap, so the process high-water (reset before
+        the call, as the torch backend does) measures it.
         """
+        if not self.allocator_stats:
+            return measure.host_peak_above(call, self.sync)
         device = "GPU:0" if self.gpu else "CPU:0"
         self.sync()
         tf.config.experimental.reset_memory_stats(device)

@@ -64,6 +64,22 @@ def release_free_memory() -> None:
         pass  # not glibc: RSS may overstate the baseline, never the peak
 
 
+def tf_allocator_stats(tf, device: str) -> bool:
+    """Whether TensorFlow keeps allocator statistics for ``device`` ("CPU:0", "GPU:0").
+
+    A GPU always has them. On CPU only oneDNN's allocator does, and TensorFlow
+    turns oneDNN on by default only on some CPUs (not on this project's AMD
+    EPYC machines, which lack AVX-512); elsewhere ``reset_memory_stats`` raises
+    ValueError. Resets the statistics when they exist. ``tf`` is the imported
+    module (this module imports no framework).
+    """
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+    except ValueError:
+        return False
+    return True
+
+
 def host_peak_above(call: Callable[[], object], sync: Callable[[], None]) -> int | None:
     """Process high-water during ``call`` above the RSS just before it, in bytes.
 
