@@ -13,11 +13,14 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from enl_experiments.bench import measure  # noqa: E402  (imports no framework)
+
+measure.keep_tf_cpu_allocator_stats()  # read when TensorFlow loads
+
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from enl_core.cost import NL_KIND_MODES  # noqa: E402
-from enl_experiments.bench import measure  # noqa: E402
 from enl_experiments.bench.cases import Case, available_implementations  # noqa: E402
 from enl_experiments.bench.config import BenchConfig  # noqa: E402
 
@@ -55,9 +58,11 @@ class KerasBackend:
                 "intra_op_setting": intra,
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
                 "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                measure.TF_CPU_BFC: os.environ.get(measure.TF_CPU_BFC, "unset"),
                 "memory": ("TF allocator peak" if self.allocator_stats else
-                           "process resident high-water (TF keeps no CPU allocator "
-                           "statistics without oneDNN)")}
+                           "process resident high-water (this TensorFlow keeps no CPU "
+                           "allocator statistics: neither oneDNN nor "
+                           f"{measure.TF_CPU_BFC}=true)")}
         if self.gpu:
             details = tf.config.experimental.get_device_details(
                 tf.config.list_physical_devices("GPU")[0])
@@ -81,11 +86,12 @@ class KerasBackend:
     def peak_above(self, call) -> int | None:
         """Allocator peak above the current allocation, CPU or GPU alike.
 
-        oneDNN's CPU allocator (BFC-based) keeps freed memory, so the process
-        high-water would hide a repeated call's peak; its own statistics do
-        not. Without oneDNN TensorFlow's CPU allocator keeps no statistics but
-        returns memory to the C heap, so the process high-water (reset before
-        the call, as the torch backend does) measures it.
+        The BFC allocator (:func:`measure.keep_tf_cpu_allocator_stats`, or
+        oneDNN's) keeps freed memory, so the process high-water would hide a
+        repeated call's peak; its own statistics do not. TensorFlow's plain CPU
+        allocator keeps no statistics but returns memory to the C heap, so the
+        process high-water (reset before the call, as the torch backend does)
+        measures it.
         """
         if not self.allocator_stats:
             return measure.host_peak_above(call, self.sync)

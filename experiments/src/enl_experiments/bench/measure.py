@@ -64,14 +64,28 @@ def release_free_memory() -> None:
         pass  # not glibc: RSS may overstate the baseline, never the peak
 
 
+TF_CPU_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
+def keep_tf_cpu_allocator_stats() -> None:
+    """Asks TensorFlow for its BFC CPU allocator, which keeps statistics.
+
+    TensorFlow's default CPU allocator keeps none unless oneDNN is on, and it
+    turns oneDNN on by default only on some CPUs. The BFC allocator changes
+    where tensors live, not the kernels. The variable is read when TensorFlow
+    loads, so call this before the import; a value already set is kept.
+    """
+    os.environ.setdefault(TF_CPU_BFC, "true")
+
+
 def tf_allocator_stats(tf, device: str) -> bool:
     """Whether TensorFlow keeps allocator statistics for ``device`` ("CPU:0", "GPU:0").
 
-    A GPU always has them. On CPU only oneDNN's allocator does, and TensorFlow
-    turns oneDNN on by default only on some CPUs (not on this project's AMD
-    EPYC machines, which lack AVX-512); elsewhere ``reset_memory_stats`` raises
-    ValueError. Resets the statistics when they exist. ``tf`` is the imported
-    module (this module imports no framework).
+    A GPU always has them. On CPU only the BFC allocator does: with oneDNN
+    (on by default only on some CPUs, not on this project's AMD EPYC machines,
+    which lack AVX-512) or with :func:`keep_tf_cpu_allocator_stats`; elsewhere
+    ``reset_memory_stats`` raises ValueError. Resets the statistics when they
+    exist. ``tf`` is the imported module (this module imports no framework).
     """
     try:
         tf.config.experimental.reset_memory_stats(device)
