@@ -50,7 +50,17 @@ def test_json_round_trip():
     ("sections", ("gpu",), "sections"),
     ("detectors", ("retinanet",), "detectors"),
     ("device", "tpu", "device"),
+    ("reuse_heap", "false", "reuse_heap"),
+    ("keras_xla", 1, "keras_xla"),
 ])
 def test_bad_fields_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
         BenchConfig(**{field: value})
+
+
+def test_the_command_line_times_the_default_heap_only_when_asked():
+    from enl_experiments.bench import cli
+
+    parse = cli.build_parser().parse_args
+    assert cli.config_from_args(parse([])).reuse_heap is True
+    assert cli.config_from_args(parse(["--default-heap"])).reuse_heap is False

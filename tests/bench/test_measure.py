@@ -72,3 +72,51 @@ def test_interleaved_times_alternate_the_calls():
                                       min_repeats=3, max_repeats=3)
     assert [len(t) for t in times] == [3, 3]
     assert order == ["a", "b"] * 4  # one warm-up round, three timed rounds
+
+
+FAULTS = """
+import json, resource, sys
+import numpy as np
+from enl_experiments.bench import measure
+settings = measure.reuse_freed_heap() if sys.argv[1] == "reuse" else None
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = np.ones(2**23)  # 64 MiB, written, then freed
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del block
+print(json.dumps({"settings": settings, "faults": faults}))
+"""
+
+
+def _faults(mode: str, **env) -> dict:
+    import json
+    import os
+    import subprocess
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+                          env={**environment, **env}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_a_reused_heap_faults_a_large_block_in_once():
+    """glibc's default maps each 64 MiB block afresh: every call faults its pages in
+    again. With ``reuse_freed_heap`` only the first call does. (Counted in faults, not
+    pages: numpy asks for transparent huge pages, 2 MiB a fault where the kernel agrees.)"""
+    default = _faults("default")
+    assert default["settings"] is None
+    first, *later = default["faults"]
+    assert first >= 32 and all(f >= first / 2 for f in later), default
+    reused = _faults("reuse")
+    assert reused["settings"] == {"mmap_threshold": 2**30, "trim_threshold": 2**31 - 1}
+    first, *later = reused["faults"]
+    assert first >= 32 and all(f <= first / 20 for f in later), reused
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_a_heap_setting_of_the_caller_is_kept():
+    kept = _faults("reuse", MALLOC_MMAP_THRESHOLD_="131072")
+    assert kept["settings"] is None

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time ENL under torch.compile")
+    parser.add_argument("--default-heap", action="store_true",
+                        help="CPU: time with the allocators' defaults (fresh pages for every "
+                             "large tensor) instead of reusing freed memory")
     parser.add_argument("--no-keras-xla", action="store_true",
                         help="do not time ENL under XLA in Keras")
     parser.add_argument("--report-only", action="store_true",
@@ -96,6 +99,8 @@ def config_from_args(args) -> BenchConfig:
         overrides["torch_compile"] = True
     if args.no_keras_xla:
         overrides["keras_xla"] = False
+    if args.default_heap:
+        overrides["reuse_heap"] = False
     return quick_config(**overrides) if args.quick else from_environment(**overrides)
 
 
@@ -144,8 +149,10 @@ class Runner:
             if os.path.exists(out_path):
                 os.remove(out_path)
 
-    def scaling(self, framework: str) -> dict:
+    def scaling(self, framework: str, config: BenchConfig) -> dict:
         env = {"KERAS_BACKEND": "tensorflow"} if framework == "keras" else {}
+        if framework == "keras":  # read when TensorFlow loads
+            env[measure.TF_CPU_BFC] = "true" if config.reuse_heap else "false"
         started = _now()
         with measure.Contention() as contention:
             result = self.worker(["scaling", "--framework", framework], env,
@@ -248,7 +255,7 @@ def main(argv=None) -> int:
                 runner.log(f"[training] step memory below its lower bound: {variant}")
             failed |= bool(below)
         else:
-            results["sections"][section] = runner.scaling(section)
+            results["sections"][section] = runner.scaling(section, config)
             failed |= "error" in results["sections"][section]
             below = targets.below_lower_bound(results["sections"][section])
             for line in below:

@@ -75,6 +75,11 @@ class BenchConfig:
         sections: which sections run.
         implementations: scaling-section implementations to run; empty means all.
         device: "auto" (CUDA when present), "cpu" or "cuda".
+        reuse_heap: scaling section on CPU: keep freed memory for the next
+            call, as a GPU's caching allocator does: torch's heap (glibc) keeps freed blocks
+            (:func:`enl_experiments.bench.measure.reuse_freed_heap`) and
+            TensorFlow uses its BFC allocator. False times the defaults, which
+            map fresh pages for every large tensor of every call.
     """
 
     quick: bool = False
@@ -98,6 +103,7 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     implementations: tuple[str, ...] = ()
     device: str = "auto"
+    reuse_heap: bool = True
 
     def __post_init__(self):
         if not self.sides:
@@ -123,6 +129,10 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"`detectors` must be a subset of {DETECTORS}, "
                              f"received {self.detectors!r}")
+        for name in ("quick", "keras_xla", "torch_compile", "reuse_heap"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, received "
+                                 f"{getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda', received {self.device!r}")
         parse_image_size(f"{self.image_size[0]}x{self.image_size[1]}")

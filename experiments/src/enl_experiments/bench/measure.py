@@ -64,6 +64,38 @@ def release_free_memory() -> None:
         pass  # not glibc: RSS may overstate the baseline, never the peak
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+REUSED_HEAP_BYTES = 2**30  # blocks below this come from the heap and are reused
+
+
+def reuse_freed_heap() -> dict | None:
+    """Makes glibc keep freed blocks below 1 GiB for reuse; returns what it set.
+
+    By default glibc maps every block above its mmap threshold (at most
+    32 MiB) afresh and unmaps it on free, so each call of a block at
+    N = 65,536 page-faults and zeroes its large tensors again (192 MiB of
+    faults per ENL forward, measured); a GPU's caching allocator never does.
+    This raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB.
+    :func:`release_free_memory` still returns the free heap before a memory
+    measurement. Returns None (and changes nothing) where libc is not glibc
+    or the process set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``.
+    """
+    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_",
+                                           "MALLOC_TRIM_THRESHOLD_")):
+        return None
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    settings = {"mmap_threshold": (_M_MMAP_THRESHOLD, REUSED_HEAP_BYTES),
+                "trim_threshold": (_M_TRIM_THRESHOLD, 2**31 - 1)}
+    for name, (parameter, value) in settings.items():
+        if mallopt(parameter, value) != 1:
+            raise RuntimeError(f"glibc refused mallopt {name}={value}")
+    return {name: value for name, (_, value) in settings.items()}
+
+
 TF_CPU_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
 
 

@@ -33,13 +33,18 @@ class TorchBackend:
         # Flash / memory-efficient SDPA kernels exist on CUDA and, for float32,
         # on CPU (the flash CPU kernel): no N x N score matrix is held.
         self.flash_attention = True
+        # Freed CPU memory reused by the next call, as CUDA's caching allocator does.
+        self.heap = (measure.reuse_freed_heap() if config.reuse_heap
+                     and self.device.type == "cpu" else None)
 
     # -- environment -----------------------------------------------------
     def info(self) -> dict:
         info = {"torch": torch.__version__, "device": str(self.device),
                 "intra_op_threads": torch.get_num_threads(),
                 "inter_op_threads": torch.get_num_interop_threads(),
-                "mkldnn": torch.backends.mkldnn.is_available()}
+                "mkldnn": torch.backends.mkldnn.is_available(),
+                "heap": ("glibc keeps freed blocks for reuse "
+                         f"({self.heap})" if self.heap else "the allocator's default")}
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
             info.update(gpu=props.name, gpu_memory_bytes=props.total_memory)
