@@ -1,6 +1,9 @@
 """Timing and memory primitives (enl_experiments.bench.measure)."""
 
 import itertools
+import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -90,10 +93,6 @@ print(json.dumps({"settings": settings, "faults": faults}))
 
 
 def _faults(mode: str, **env) -> dict:
-    import json
-    import os
-    import subprocess
-
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
                           env={**environment, **env}, timeout=120)
@@ -120,3 +119,12 @@ def test_a_reused_heap_faults_a_large_block_in_once():
 def test_a_heap_setting_of_the_caller_is_kept():
     kept = _faults("reuse", MALLOC_MMAP_THRESHOLD_="131072")
     assert kept["settings"] is None
+
+
+def test_the_heap_description_names_who_chose_the_heap(monkeypatch):
+    for name in measure.GLIBC_HEAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert measure.heap_description(None) == "the allocator's default"
+    assert "reuse" in measure.heap_description({"mmap_threshold": 2**30})
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert "131072" in measure.heap_description(None)

@@ -59,6 +59,10 @@ class KerasBackend:
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
                 "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
                 measure.TF_CPU_BFC: os.environ.get(measure.TF_CPU_BFC, "unset"),
+                # What the variable chose, whatever BenchConfig.reuse_heap says: the
+                # bench's cli sets it from reuse_heap, a direct caller may not have.
+                "heap": ("BFC: freed memory reused" if self.allocator_stats and not self.gpu
+                         else "GPU allocator" if self.gpu else "the allocator's default"),
                 "memory": ("TF allocator peak" if self.allocator_stats else
                            "process resident high-water (this TensorFlow keeps no CPU "
                            "allocator statistics: neither oneDNN nor "

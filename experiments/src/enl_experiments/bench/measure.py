@@ -55,18 +55,26 @@ def reset_high_water() -> bool:
         return False
 
 
+def _glibc_function(name: str):
+    """``name`` from glibc, or None where libc is not glibc."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def release_free_memory() -> None:
     """Collects garbage and hands glibc's free heap pages back to the OS."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: RSS may overstate the baseline, never the peak
+    trim = _glibc_function("malloc_trim")
+    if trim is not None:  # not glibc: RSS may overstate the baseline, never the peak
+        trim(0)
 
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 REUSED_HEAP_BYTES = 2**30  # blocks below this come from the heap and are reused
+GLIBC_HEAP_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def reuse_freed_heap() -> dict | None:
@@ -78,15 +86,14 @@ def reuse_freed_heap() -> dict | None:
     faults per ENL forward, measured); a GPU's caching allocator never does.
     This raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB.
     :func:`release_free_memory` still returns the free heap before a memory
-    measurement. Returns None (and changes nothing) where libc is not glibc
-    or the process set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``.
+    measurement. The setting holds for the rest of the process. Returns None
+    (and changes nothing) where libc is not glibc or the process set one of
+    :data:`GLIBC_HEAP_VARIABLES` (see :func:`heap_description`).
     """
-    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_",
-                                           "MALLOC_TRIM_THRESHOLD_")):
+    if any(name in os.environ for name in GLIBC_HEAP_VARIABLES):
         return None
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return None
     settings = {"mmap_threshold": (_M_MMAP_THRESHOLD, REUSED_HEAP_BYTES),
                 "trim_threshold": (_M_TRIM_THRESHOLD, 2**31 - 1)}
@@ -94,6 +101,16 @@ def reuse_freed_heap() -> dict | None:
         if mallopt(parameter, value) != 1:
             raise RuntimeError(f"glibc refused mallopt {name}={value}")
     return {name: value for name, (_, value) in settings.items()}
+
+
+def heap_description(settings: dict | None) -> str:
+    """What a report says of the heap, given :func:`reuse_freed_heap`'s answer."""
+    if settings:
+        return f"glibc keeps freed blocks for reuse ({settings})"
+    chosen = {name: os.environ[name] for name in GLIBC_HEAP_VARIABLES if name in os.environ}
+    if chosen:
+        return f"glibc as the environment sets it ({chosen})"
+    return "the allocator's default"
 
 
 TF_CPU_BFC = "TF_CPU_ALLOCATOR_USE_BFC"

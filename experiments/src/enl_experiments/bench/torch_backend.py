@@ -43,8 +43,7 @@ class TorchBackend:
                 "intra_op_threads": torch.get_num_threads(),
                 "inter_op_threads": torch.get_num_interop_threads(),
                 "mkldnn": torch.backends.mkldnn.is_available(),
-                "heap": ("glibc keeps freed blocks for reuse "
-                         f"({self.heap})" if self.heap else "the allocator's default")}
+                "heap": measure.heap_description(self.heap)}
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
             info.update(gpu=props.name, gpu_memory_bytes=props.total_memory)
