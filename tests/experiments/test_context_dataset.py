@@ -153,3 +153,25 @@ def test_level_reach_places_the_feature_and_counts_the_far_mass():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="position"):
             feature_column(8, bad)
+
+
+@pytest.mark.parametrize("split", ["context", "control"])
+def test_small_objects_are_the_annotations_and_their_look_alikes(tmp_path, split):
+    paths = strip.generate_dataset(tmp_path, num_train=0, num_val=6, image_size=(64, 256),
+                                   seed=3, split=split)
+    for annotation_file, twin in ((paths.val_annotations, False), (paths.twin_annotations, True)):
+        document = json.loads(annotation_file.read_text())
+        written = sorted((a["image_id"], a["category_id"], tuple(a["bbox"]))
+                         for a in document["annotations"] if a["category_id"] != strip.PERSON)
+        objects = {i["id"]: strip.small_objects(3, 1, i["id"] - 1, 64, 256, split, twin)
+                   for i in document["images"]}
+        annotated = sorted((image_id, o["category_id"], tuple(o["bbox"]))
+                           for image_id, entries in objects.items() for o in entries
+                           if o["label"])
+        assert annotated == written
+        everything = [o for entries in objects.values() for o in entries]
+        assert any(not o["label"] for o in everything)  # the look-alikes are there too
+        if split == "context":
+            assert all(o["label"] == o["rule"] for o in everything)
+    with pytest.raises(ValueError, match="split"):
+        strip.small_objects(3, 1, 0, 64, 256, "noise")

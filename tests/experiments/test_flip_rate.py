@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from enl_experiments.main import flip_rate
@@ -104,3 +105,49 @@ def test_by_distance_bins_the_records():
 def test_bad_arguments_are_named(call, name):
     with pytest.raises(ValueError, match=f"`{name}`.*received"):
         call()
+
+
+# What context is worth on the scenes: objects with known labels, hand-made detections.
+LOOK_A, LOOK_B = [200.0, 30.0, 8.0, 8.0], [400.0, 30.0, 8.0, 8.0]
+OBJECTS = {1: [
+    {"uid": 3, "category_id": 2, "bbox": BOX_A, "label": True, "rule": True},
+    {"uid": 4, "category_id": 2, "bbox": LOOK_A, "label": False, "rule": False},
+    {"uid": 5, "category_id": 3, "bbox": BOX_B, "label": True, "rule": True},
+    {"uid": 6, "category_id": 3, "bbox": LOOK_B, "label": False, "rule": True}]}
+WORTH_DETECTIONS = [_det(1, 2, BOX_A, 0.9), _det(1, 2, LOOK_A, 0.3),  # swimmer: right order
+                    _det(1, 3, BOX_B, 0.2), _det(1, 3, LOOK_B, 0.6),  # buoy: wrong order
+                    _det(1, 1, [0.0, 0.0, 30.0, 60.0], 0.99),  # a person: kept
+                    _det(1, 2, LOOK_B, 0.7),  # swimmer on a square: no swimmer there, kept
+                    _det(1, 3, [450.0, 40.0, 8.0, 8.0], 0.5)]  # a box on nothing: kept
+
+
+def test_score_auc_on_known_orders_and_ties():
+    auc = flip_rate.score_auc(OBJECTS, WORTH_DETECTIONS)
+    assert auc == {2: {"auc": 1.0, "annotated": 1, "lookalike": 1},
+                   3: {"auc": 0.0, "annotated": 1, "lookalike": 1}}
+    # Against the rule both squares are buoys: no look-alike, no AUC.
+    assert flip_rate.score_auc(OBJECTS, WORTH_DETECTIONS, labels="rule")[3]["auc"] is None
+    # Nothing detected: every score is 0, a tie, AUC one half.
+    assert flip_rate.score_auc(OBJECTS, [])[2]["auc"] == 0.5
+
+
+def test_perfect_context_drops_only_detections_of_look_alikes():
+    kept = flip_rate.perfect_context(OBJECTS, WORTH_DETECTIONS)
+    assert kept == [d for d in WORTH_DETECTIONS
+                    if not (d["bbox"] in (LOOK_A, LOOK_B) and d["category_id"] in (2, 3)
+                            and d["score"] in (0.3, 0.6))]
+    assert len(kept) == len(WORTH_DETECTIONS) - 2
+
+
+def test_context_blind_detections_box_every_object_exactly():
+    first = flip_rate.context_blind_detections(OBJECTS, np.random.default_rng(0))
+    again = flip_rate.context_blind_detections(OBJECTS, np.random.default_rng(0))
+    assert first == again
+    assert [(d["category_id"], d["bbox"]) for d in first] == [
+        (o["category_id"], o["bbox"]) for o in OBJECTS[1]]
+    assert all(0.0 <= d["score"] < 1.0 for d in first)
+
+
+def test_worth_arguments_are_named():
+    with pytest.raises(ValueError, match="labels"):
+        flip_rate.score_auc(OBJECTS, [], labels="true")

@@ -93,3 +93,33 @@ def test_an_unfinished_run_or_a_single_run_is_refused(tmp_path, capsys):
     assert "has no metrics.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least two"):
         merge.merge(tmp_path / "m", [first])
+
+
+def test_the_worth_table_and_the_blind_reference_are_merged(tmp_path):
+    def worth(ap):
+        per = {"swimmer": ap, "buoy": ap + 5}
+        return {"ap": per, "perfect": {k: v + 30 for k, v in per.items()},
+                "auc": {"swimmer": 0.5, "buoy": 0.52}, "auc_rule": {"swimmer": 0.5, "buoy": 0.5}}
+
+    blind = {"swimmer": report.stats([52.0, 53.0]), "buoy": report.stats([68.0, 69.0])}
+    folders, context = [], {m: [] for m in LABELS}
+    for name, seed in (("a", 0), ("b", 1)):
+        runs = {m: [_evaluation(50 + seed)] for m in LABELS}
+        per_seed = {m: [{**_context(50 + seed, 0.1), "worth": worth(40 + 3 * i + seed)}]
+                    for i, m in enumerate(LABELS)}
+        for m in LABELS:
+            context[m] += per_seed[m]
+        meta = {"title": TITLE, "framework": "garden", "profile": "default", "split": "context",
+                "train_steps": "1000", "seeds": [seed], "command": name, "machine": "m",
+                "wall_time": "1 min", "plateau": {m: [None] for m in LABELS}}
+        folder = tmp_path / name
+        folder.mkdir()
+        report.write_summary(folder, runs, LABELS, meta, [],
+                             extra={"context": per_seed, "context_blind": blind})
+        folders.append(folder)
+    text = merge.merge(tmp_path / "merged", folders)
+    table = context_eval.worth_table(context, LABELS, False, blind)
+    assert table in text and "| +3ENL TD: box AP | 43.5 ± 0.7 | 48.5 ± 0.7 |" in table
+    assert "52.5 ± 0.7" in table  # the reference row
+    document = json.loads((tmp_path / "merged" / "metrics.json").read_text())
+    assert document["context_blind"] == json.loads(json.dumps(blind))

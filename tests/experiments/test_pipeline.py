@@ -47,6 +47,7 @@ def _check_results(result, run_dir, levels_and_grids, models=MODELS):
         assert "| metric | baseline | +3ENL TD | Δ +3ENL TD |" in result.stdout
     summary = (run_dir / "summary.md").read_text()
     assert "## Counterfactual twins" in summary and "## Flip rate" in summary
+    assert "## What context is worth on the scenes" in summary
     for name in ("summary.md", "metrics.json", *FIGURES):
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.parent.glob(".incomplete-*"))
@@ -65,6 +66,13 @@ def _check_results(result, run_dir, levels_and_grids, models=MODELS):
         assert flips["n"] > 0 and 0 <= flips["flipped"] <= flips["n"]
         assert sum(b["n"] for b in context["flip"]["by_distance"]) == flips["n"]
         assert set(context["flip"]["per_category"]) == {"swimmer", "buoy"}
+        worth = context["worth"]
+        assert worth["ap"] == {name: evaluation["bbox"]["per_category"][name]
+                               for name in ("swimmer", "buoy")}
+        for name, value in worth["perfect"].items():  # dropping look-alikes cannot hurt
+            assert value is None or value >= (worth["ap"][name] or 0.0)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in worth["auc"].values())
+    assert set(document["context_blind"]) == {"swimmer", "buoy"}
     with np.load(run_dir / "runs" / "3enl_td-seed0" / "attention.npz") as arrays:
         maps = {key: arrays[key] for key in arrays.files if key.endswith("_map")}
     grids = sorted(m.shape for m in maps.values())

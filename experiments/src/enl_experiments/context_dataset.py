@@ -62,6 +62,7 @@ from enl_experiments.dataset import (
     PALETTE,
     SAND,
     SKIN,
+    SPLITS,
     check_dataset_args,
     coco_annotation,
     dataset_cli,
@@ -327,21 +328,54 @@ def scene(seed: int, subset_code: int, index: int, height: int, width: int, spli
         return image, annotations, None
     changed, intervention = intervene(layout, np.random.default_rng([*key, 2]))
     image, annotations, _ = render_layout(changed, labels_of(changed), key, height, width)
-    before, after = labels_of(layout), labels_of(changed)
-    rule_before, rule_after = context_labels(layout), context_labels(changed)
+    before = _small_entries(layout, labels_of(layout), height, width)
+    after = {entry["uid"]: entry for entry in _small_entries(changed, labels_of(changed),
+                                                             height, width)}
     objects = []
-    for kind in ("head", "buoy"):
-        for obj in layout[kind]:
-            if obj["uid"] == intervention["uid"]:
-                continue
-            objects.append({
-                "uid": obj["uid"], "category_id": _KIND_CATEGORY[kind],
-                "bbox": _small_box(obj, kind, height, width),
-                "label_original": before[obj["uid"]], "label_twin": after[obj["uid"]],
-                "rule_original": rule_before[obj["uid"]], "rule_twin": rule_after[obj["uid"]],
-                "distance": round(math.hypot(obj["cx"] - intervention["cx"],
-                                             obj["cy"] - intervention["cy"]), 2)})
+    for entry in before:
+        if entry["uid"] == intervention["uid"]:
+            continue
+        twin_entry = after[entry["uid"]]
+        objects.append({
+            "uid": entry["uid"], "category_id": entry["category_id"], "bbox": entry["bbox"],
+            "label_original": entry["label"], "label_twin": twin_entry["label"],
+            "rule_original": entry["rule"], "rule_twin": twin_entry["rule"],
+            "distance": round(math.hypot(entry["cx"] - intervention["cx"],
+                                         entry["cy"] - intervention["cy"]), 2)})
     return image, annotations, {"intervention": intervention, "objects": objects}
+
+
+def _small_entries(layout: dict, labels: dict[int, bool], height: int, width: int) -> list[dict]:
+    rules = context_labels(layout)
+    return [{"uid": obj["uid"], "category_id": _KIND_CATEGORY[kind],
+             "bbox": _small_box(obj, kind, height, width), "label": labels[obj["uid"]],
+             "rule": rules[obj["uid"]], "cx": obj["cx"], "cy": obj["cy"]}
+            for kind in ("head", "buoy") for obj in layout[kind]]
+
+
+def small_objects(seed: int, subset_code: int, index: int, height: int, width: int,
+                  split: str, twin: bool = False) -> list[dict]:
+    """Every small object of one image, annotated or not (the look-alikes too).
+
+    The same layout, intervention and labelling as :func:`scene` (without
+    rendering), so the boxes are the annotations' boxes.
+
+    Returns:
+        ``[{"uid", "category_id" (the class it is or looks like), "bbox",
+        "label" (annotated in this split), "rule" (the context rule's label),
+        "cx", "cy"}]``.
+
+    Raises:
+        ValueError: naming `split` and the value received.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, received {split!r}")
+    key = [seed, subset_code, index]
+    layout = sample_layout(np.random.default_rng(key), height, width)
+    if twin:
+        layout, _ = intervene(layout, np.random.default_rng([*key, 2]))
+    labels = (control_labels(layout, key) if split == "control" else context_labels(layout))
+    return _small_entries(layout, labels, height, width)
 
 
 def generate_dataset(root, num_train: int = 400, num_val: int = 100, image_size=(64, 512),

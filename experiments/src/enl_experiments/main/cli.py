@@ -237,6 +237,7 @@ def run(args) -> Path | None:
     figure_ids, query = choose_figure_images(data.val_annotations, profile.figure_images,
                                              attention_category)
     context = context_eval.context_document(data)
+    objects = context_eval.small_objects(data) if context is not None else None
     evaluations: dict[str, list[dict]] = {m: [] for m in models}
     context_results: dict[str, list[dict]] = {m: [] for m in models}
     cross_checks: dict[str, list[dict]] = {m: [] for m in models}
@@ -250,7 +251,8 @@ def run(args) -> Path | None:
                                      [query] if model == ENL_VARIANT else [])
             evaluations[model].append(evaluate(data.val_annotations, out / "detections.json"))
             if context is not None:
-                context_results[model].append(context_eval.evaluate_context(data, context, out))
+                context_results[model].append(context_eval.evaluate_context(data, context, out,
+                                                                             objects))
             histories[model].append(json.loads((out / "losses.json").read_text()))
             garden_eval = out / "garden_eval.json"
             if garden_eval.exists():
@@ -265,9 +267,10 @@ def run(args) -> Path | None:
                                 query)
     labels = {m: LABELS[m] for m in models}
     sections = []
+    blind = context_eval.context_blind(data, objects) if objects is not None else None
     if context is not None:
         sections, curves = context_eval.context_sections(context_results, labels,
-                                                         args.split == "control")
+                                                         args.split == "control", blind)
         figures.context_reach(curves, run_dir / "context_reach.png",
                               reach=context_eval.baseline_reach(profile, runner.configs))
         figure_names.append("context_reach.png")
@@ -294,6 +297,8 @@ def run(args) -> Path | None:
     if any(cross_checks.values()):
         meta["model_garden_own_eval"] = cross_checks
     extra = ({"context": context_results} if context is not None else {})
+    if blind is not None:
+        extra["context_blind"] = blind
     table = report.write_summary(run_dir, evaluations, labels, meta, figure_names,
                                  sections=sections, extra=extra)
     os.replace(run_dir, final_dir)

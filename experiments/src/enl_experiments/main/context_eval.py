@@ -14,6 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from enl_core.coco import evaluate, load_detections
@@ -22,6 +23,7 @@ from enl_experiments.main import flip_rate, reach, report
 
 DESIGNS = ("strip", "beach")
 DISTANCE_BINS = 4
+BLIND_DRAWS = 10  # random-score draws of the context-blind reference
 
 
 def canvas(design: str, profile) -> tuple[int, int]:
@@ -79,13 +81,88 @@ def context_document(paths) -> dict | None:
     return json.loads((paths.root / "annotations" / "context_val2017.json").read_text())
 
 
-def evaluate_context(paths, context: dict, run_dir: Path) -> dict:
+def small_objects(paths) -> dict[int, list[dict]] | None:
+    """Every small object of the validation scenes, look-alikes included, by image id.
+
+    Rebuilt from the generator (a pure function of the seed, split and image
+    index written in the annotations' ``info``) by
+    :func:`enl_experiments.context_dataset.small_objects`; None for data
+    that is not the strip design (the beach scenes, COCO).
+    """
+    document = json.loads(paths.val_annotations.read_text())
+    info = document.get("info", {})
+    if info.get("design") != "strip":
+        return None
+    return {int(image["id"]): context_dataset.small_objects(
+                int(info["seed"]), 1, int(image["id"]) - 1, int(image["height"]),
+                int(image["width"]), info["split"])
+            for image in document["images"]}
+
+
+def context_blind(paths, objects: dict[int, list[dict]], draws: int = BLIND_DRAWS) -> dict:
+    """Box AP per context class of a detector that ignores context (mean ± std of draws).
+
+    Every small object boxed exactly, random scores
+    (:func:`enl_experiments.main.flip_rate.context_blind_detections`); draw
+    ``k`` uses the generator seeded ``k``, so the reference repeats exactly.
+
+    Returns:
+        ``{class name: report.stats(...)}`` for the context classes.
+    """
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 2:
+        raise ValueError(f"`draws` must be an int >= 2, received {draws!r}")
+    names = _context_names(paths)
+    aps = [evaluate(paths.val_annotations,
+                    flip_rate.context_blind_detections(objects, np.random.default_rng(draw)),
+                    iou_types=("bbox",))["bbox"]["per_category"] for draw in range(draws)]
+    return {name: report.stats([ap[name] for ap in aps]) for name in names.values()}
+
+
+def _context_names(paths) -> dict[int, str]:
+    categories = json.loads(paths.val_annotations.read_text())["categories"]
+    return {c["id"]: c["name"] for c in categories
+            if c["id"] in context_dataset.CONTEXT_CATEGORIES}
+
+
+def context_worth(paths, objects: dict[int, list[dict]], detections: list[dict]) -> dict:
+    """What one model makes of context on the validation scenes.
+
+    Returns:
+        ``{"ap": box AP per context class, "perfect": the same with perfect
+        context on the model's own boxes (:func:`flip_rate.perfect_context`),
+        "auc": score AUC annotated vs look-alike per class
+        (:func:`flip_rate.score_auc`), "auc_rule": the same against the
+        context rule's labels}``; AP in percent.
+    """
+    names = _context_names(paths)
+
+    def box_ap(results):
+        per_category = evaluate(paths.val_annotations, results,
+                                iou_types=("bbox",))["bbox"]["per_category"]
+        return {name: per_category[name] for name in names.values()}
+
+    def auc(labels):
+        found = flip_rate.score_auc(objects, detections, labels=labels)
+        return {names[c]: entry["auc"] for c, entry in found.items() if c in names}
+
+    return {"ap": box_ap(detections),
+            "perfect": box_ap(flip_rate.perfect_context(objects, detections)),
+            "auc": auc("label"), "auc_rule": auc("rule")}
+
+
+def evaluate_context(paths, context: dict, run_dir: Path,
+                     objects: dict[int, list[dict]] | None = None) -> dict:
     """One model's context-reliance numbers from its ``detections.json`` and ``twin/``.
+
+    Args:
+        objects: :func:`small_objects` of the data, for :func:`context_worth`
+            (left out when None).
 
     Returns:
         ``{"twin": evaluate(...) on the twins, "flip": {"all": flip_rate,
         "per_category": {...}, "by_distance": [...]}, "flip_rule": the same
-        with the context rule's labels}``.
+        with the context rule's labels, "worth": context_worth(...) (with
+        ``objects``)}``.
     """
     scene = load_detections(run_dir / "detections.json")
     twin = load_detections(run_dir / "twin" / "detections.json")
@@ -100,6 +177,8 @@ def evaluate_context(paths, context: dict, run_dir: Path) -> dict:
         result[key] = {"all": flip_rate.flip_rate(records),
                        "per_category": flip_rate.per_category(records, names),
                        "by_distance": flip_rate.by_distance(records, edges)}
+    if objects is not None:
+        result["worth"] = context_worth(paths, objects, scene)
     return result
 
 
@@ -148,8 +227,42 @@ def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def worth_table(context_results: dict[str, list[dict]], labels: dict[str, str],
+                control: bool, blind: dict | None = None) -> str:
+    """Markdown: the context-blind reference, then per model its box AP, its AP if its
+    scores followed the labels (on the context split: perfect use of context) and its
+    score AUC (percent; 50 = context ignored), per class."""
+    models = list(context_results)
+    names = list(context_results[models[0]][0]["worth"]["ap"])
+    lines = ["| box AP / AUC (%) | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+
+    def row(title, per_name):
+        lines.append("| " + " | ".join([title, *(report.cell(per_name[n]) for n in names)])
+                     + " |")
+
+    if blind is not None:
+        row(f"context-blind reference: every object boxed exactly, random scores "
+            f"({blind[names[0]]['n']} draws)", blind)
+    for model in models:
+        worth = [run["worth"] for run in context_results[model]]
+
+        def gather(key, scale=1.0, worth=worth):
+            return {n: report.stats([None if w[key][n] is None else scale * w[key][n]
+                                     for w in worth]) for n in names}
+
+        row(f"{labels[model]}: box AP", gather("ap"))
+        row(f"{labels[model]}: box AP if its scores followed the labels (look-alike "
+            "detections dropped)", gather("perfect"))
+        row(f"{labels[model]}: score AUC, annotated vs look-alike", gather("auc", 100.0))
+        if control:
+            row(f"{labels[model]}: score AUC against the context rule's labels",
+                gather("auc_rule", 100.0))
+    return "\n".join(lines)
+
+
 def context_sections(context_results: dict[str, list[dict]], labels: dict[str, str],
-                     control: bool) -> tuple[list[tuple[str, str]], dict[str, dict]]:
+                     control: bool, blind: dict | None = None
+                     ) -> tuple[list[tuple[str, str]], dict[str, dict]]:
     """The summary's context sections and the ``context_reach.png`` curves.
 
     Args:
@@ -157,6 +270,7 @@ def context_sections(context_results: dict[str, list[dict]], labels: dict[str, s
         labels: column titles per model.
         control: a control-split run: its labels never change, so its curves
             are the flip rates against the context rule's labels.
+        blind: :func:`context_blind` of the data (a row of the worth table).
 
     Returns:
         ``([(title, Markdown), ...], reach_curves(...))``.
@@ -173,6 +287,10 @@ def context_sections(context_results: dict[str, list[dict]], labels: dict[str, s
     if control:
         sections.append(("Control split: the same with the context rule's labels "
                          "(which the control labels ignore)", flip_table(rule_flips, labels)))
+    if all("worth" in run for runs in context_results.values() for run in runs):
+        sections.append(("What context is worth on the scenes: box AP of the context classes "
+                         "and how well each model's scores tell them from look-alikes",
+                         worth_table(context_results, labels, control, blind)))
     return sections, reach_curves(rule_flips if control else flips, labels)
 
 

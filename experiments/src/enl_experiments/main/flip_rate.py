@@ -94,8 +94,7 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
     """
     if not (isinstance(min_change, (int, float)) and 0.0 <= min_change < 1.0):
         raise ValueError(f"`min_change` must be in [0, 1), received {min_change!r}")
-    if labels not in ("label", "rule"):
-        raise ValueError(f"`labels` must be 'label' or 'rule', received {labels!r}")
+    _check_labels(labels)
     if not (isinstance(iou_threshold, (int, float)) and 0.0 < iou_threshold <= 1.0):
         raise ValueError(f"`iou_threshold` must be in (0, 1], received {iou_threshold!r}")
     scenes, twins = _by_image(scene_detections), _by_image(twin_detections)
@@ -159,3 +158,91 @@ def distance_edges(width: int, count: int = 6) -> list[float]:
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"`count` must be an int >= 1, received {count!r}")
     return [float(v) for v in np.linspace(0.0, math.ceil(width), count + 1)]
+
+
+# What context is worth on the scenes themselves (no twins): every small object
+# of a validation image, annotated or a look-alike, as written by
+# ``enl_experiments.context_dataset.small_objects``, grouped by image id.
+
+def _check_labels(labels: str) -> None:
+    if labels not in ("label", "rule"):
+        raise ValueError(f"`labels` must be 'label' or 'rule', received {labels!r}")
+
+
+def score_auc(objects: dict[int, list[dict]], detections: list[dict], labels: str = "label",
+              iou_threshold: float = DEFAULT_IOU) -> dict[int, dict]:
+    """How well a model's scores tell annotated small objects from their look-alikes.
+
+    Each object gets its :func:`object_score`; per category, the AUC is the
+    probability that an annotated object scores above a look-alike (ties count
+    half). Every look-alike looks like an annotated object locally, so a model
+    that ignores context has an AUC near 0.5; one that follows the labels, 1.
+
+    Args:
+        objects: ``{image_id: [{"category_id", "bbox", "label", "rule"}]}``.
+        detections: the model's COCO results on those images.
+        labels: ``"label"`` (the split's) or ``"rule"`` (the context rule's).
+        iou_threshold: see :func:`object_score`.
+
+    Returns:
+        ``{category_id: {"auc" (None without both kinds), "annotated", "lookalike"}}``.
+    """
+    _check_labels(labels)
+    grouped = _by_image(detections)
+    scores: dict[int, dict[bool, list[float]]] = {}
+    for image_id, entries in objects.items():
+        for obj in entries:
+            score = object_score(grouped.get(int(image_id), []), obj["category_id"],
+                                 obj["bbox"], iou_threshold)
+            scores.setdefault(obj["category_id"], {True: [], False: []})[
+                bool(obj[labels])].append(score)
+    result = {}
+    for category_id, split in sorted(scores.items()):
+        positive, negative = np.asarray(split[True]), np.asarray(split[False])
+        auc = None
+        if positive.size and negative.size:
+            above = (positive[:, None] > negative[None, :]).mean()
+            tied = (positive[:, None] == negative[None, :]).mean()
+            auc = float(above + 0.5 * tied)
+        result[category_id] = {"auc": auc, "annotated": int(positive.size),
+                               "lookalike": int(negative.size)}
+    return result
+
+
+def perfect_context(objects: dict[int, list[dict]], detections: list[dict],
+                    iou_threshold: float = DEFAULT_IOU) -> list[dict]:
+    """A model's detections as they would be with perfect use of context.
+
+    A detection whose best-overlapping small object of its own category (IoU
+    >= ``iou_threshold``) is an unannotated look-alike is dropped; every other
+    detection (persons, annotated objects, boxes on nothing) is kept as it is.
+    Its AP is what this model's localisation would score if its classifier
+    followed the labels exactly.
+    """
+    grouped: dict[int, list[dict]] = {int(k): v for k, v in objects.items()}
+    kept = []
+    for detection in detections:
+        best, best_iou = None, iou_threshold
+        for obj in grouped.get(int(detection["image_id"]), []):
+            if obj["category_id"] != detection["category_id"]:
+                continue
+            overlap = box_iou(detection["bbox"], obj["bbox"])
+            if overlap >= best_iou:
+                best, best_iou = obj, overlap
+        if best is None or best["label"]:
+            kept.append(detection)
+    return kept
+
+
+def context_blind_detections(objects: dict[int, list[dict]], rng: np.random.Generator
+                             ) -> list[dict]:
+    """Every small object boxed exactly, with a random score (uniform, i.i.d.).
+
+    Locally every look-alike looks like an annotated object, so any detector
+    that ignores context ranks them independently of their labels; with exact
+    boxes and every object found, its expected AP is the AP of these
+    detections averaged over draws: the AP that ignoring context allows.
+    """
+    return [{"image_id": int(image_id), "category_id": obj["category_id"],
+             "bbox": list(obj["bbox"]), "score": float(rng.random())}
+            for image_id, entries in sorted(objects.items()) for obj in entries]

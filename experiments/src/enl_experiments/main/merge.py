@@ -99,8 +99,11 @@ def merge_documents(documents: list[dict], names: list[str]) -> dict:
     meta["loss_change_last_20pct"] = report.plateau_text(meta["plateau"], first["labels"])
     for key in ("model_garden_own_eval", "query", "figure_images"):
         meta.pop(key, None)
+    # The context-blind reference depends on the data only, which the runs share.
+    blind = first.get("context_blind") if all("context_blind" in d for d in documents) else None
     return {"labels": first["labels"], "per_seed": gather("per_seed"),
-            "context": gather("context") if "context" in first else None, "meta": meta}
+            "context": gather("context") if "context" in first else None,
+            "context_blind": blind, "meta": meta}
 
 
 def merge(out: Path, runs: list[Path]) -> str:
@@ -115,12 +118,14 @@ def merge(out: Path, runs: list[Path]) -> str:
     sections, figure_names, extra = [], [], {}
     if merged["context"] is not None:
         sections, curves = context_eval.context_sections(merged["context"], labels,
-                                                         _control(meta))
+                                                         _control(meta), merged["context_blind"])
         profile = get_profile(meta["profile"])
         figures.context_reach(curves, out / "context_reach.png",
                               reach=context_eval.baseline_reach(profile, config_root()))
         figure_names.append("context_reach.png")
         extra = {"context": merged["context"]}
+        if merged["context_blind"] is not None:
+            extra["context_blind"] = merged["context_blind"]
     table = report.write_summary(out, merged["per_seed"], labels, meta, figure_names,
                                  sections=sections, extra=extra)
     return "\n\n".join([table, *(f"{title}\n\n{section}" for title, section in sections)])

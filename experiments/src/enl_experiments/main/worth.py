@@ -1,0 +1,100 @@
+"""``python -m enl_experiments.main.worth``: what context is worth, for finished runs.
+
+Re-scores the validation detections that finished strip runs left in
+``runs/<model>-seed<k>/detections.json`` (nothing is retrained): the
+context-blind reference of the data, and per model its box AP on the
+context classes, the AP its own boxes would score with perfect context, and
+its score AUC between annotated objects and their look-alikes
+(:func:`enl_experiments.main.context_eval.context_worth`). New runs of the
+main job put the same table in their ``summary.md``; this is for runs made
+before it did. Several runs (one per seed, same data) are aggregated as
+mean ± std over their seeds.
+
+Example::
+
+    python -m enl_experiments.main.worth results/20261203-054758-garden-long-strip-control
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from enl_core.coco import find_dataset, load_detections
+from enl_experiments.main import context_eval
+
+
+def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
+    """The worth table of ``runs`` and its numbers.
+
+    Args:
+        runs: finished run folders (``metrics.json`` and ``runs/``) on one dataset.
+        data: the dataset folder; default: the first run's ``meta.data``.
+
+    Returns:
+        ``(Markdown table, {"context_blind", "worth": {model: [per seed]}, "data"})``.
+
+    Raises:
+        ValueError: naming the run or the data folder when something is missing,
+            the runs compare other models, or the data is not the strip design.
+    """
+    if not runs:
+        raise ValueError("`runs` must name at least one run folder, received []")
+    documents = []
+    for run in runs:
+        metrics = Path(run) / "metrics.json"
+        if not metrics.is_file():
+            raise ValueError(f"`runs`: {run} has no metrics.json (not a finished run folder)")
+        documents.append(json.loads(metrics.read_text()))
+    labels = documents[0]["labels"]
+    for run, document in zip(runs, documents, strict=True):
+        if document["labels"] != labels:
+            raise ValueError(f"`runs`: {run} compares {list(document['labels'])}, "
+                             f"{runs[0]} compares {list(labels)}")
+    data = Path(data if data is not None else documents[0]["meta"]["data"])
+    if not data.is_dir():
+        raise ValueError(f"`data`: {data} is not a folder (pass --data)")
+    paths = find_dataset(data, "train2017", "val2017")
+    objects = context_eval.small_objects(paths)
+    if objects is None:
+        raise ValueError(f"`data`: {data} is not a strip dataset (no look-alikes to score)")
+    split = json.loads(paths.val_annotations.read_text())["info"]["split"]
+    results: dict[str, list[dict]] = {model: [] for model in labels}
+    for run, document in zip(runs, documents, strict=True):
+        for seed in document["meta"]["seeds"]:
+            for model in labels:
+                detections = Path(run) / "runs" / f"{model}-seed{seed}" / "detections.json"
+                if not detections.is_file():
+                    raise ValueError(f"`runs`: {detections} is missing")
+                results[model].append({"worth": context_eval.context_worth(
+                    paths, objects, load_detections(detections))})
+    blind = context_eval.context_blind(paths, objects)
+    table = context_eval.worth_table(results, labels, split == "control", blind)
+    return table, {"data": str(data), "split": split, "context_blind": blind,
+                   "worth": {m: [r["worth"] for r in results[m]] for m in labels}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m enl_experiments.main.worth",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="finished run folders (results/<run>)")
+    parser.add_argument("--data", default=None,
+                        help="the dataset folder (default: the first run's meta.data)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    try:
+        table, numbers = worth([Path(run) for run in args.runs],
+                               Path(args.data) if args.data else None)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What context is worth: the context-blind reference and a model's worth table, on
+generated strips whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from enl_core.coco import find_dataset
+from enl_experiments import context_dataset as strip
+from enl_experiments.main import context_eval, flip_rate, report, worth
+
+
+@pytest.fixture(scope="module")
+def strips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("strip")
+    strip.generate_dataset(root, num_train=0, num_val=12, image_size=(64, 256), seed=5)
+    paths = find_dataset(root, "train2017", "val2017")
+    return paths, context_eval.small_objects(paths)
+
+
+def _labelled(objects, score_of):
+    return [{"image_id": image_id, "category_id": o["category_id"], "bbox": list(o["bbox"]),
+             "score": score_of(o)} for image_id, entries in objects.items() for o in entries]
+
+
+def test_blind_reference_lies_between_the_base_rate_and_perfect(strips):
+    paths, objects = strips
+    blind = context_eval.context_blind(paths, objects, draws=4)
+    for name, category_id in (("swimmer", strip.SWIMMER), ("buoy", strip.BUOY)):
+        entries = [o for e in objects.values() for o in e if o["category_id"] == category_id]
+        rate = 100.0 * sum(o["label"] for o in entries) / len(entries)
+        # With exact boxes every object is found: the precision envelope never falls
+        # below the final precision, the share of annotated objects.
+        assert blind[name]["n"] == 4
+        assert all(rate - 1e-3 <= value < 100.0 for value in blind[name]["values"])
+    assert context_eval.context_blind(paths, objects, draws=4) == blind  # it repeats
+
+
+def test_worth_of_a_detector_that_follows_the_labels_and_of_one_that_ignores_them(strips):
+    paths, objects = strips
+    follows = context_eval.context_worth(paths, objects,
+                                         _labelled(objects, lambda o: 0.9 if o["label"] else 0.4))
+    assert follows == {"ap": {"swimmer": 100.0, "buoy": 100.0},
+                       "perfect": {"swimmer": 100.0, "buoy": 100.0},
+                       "auc": {"swimmer": 1.0, "buoy": 1.0},
+                       "auc_rule": {"swimmer": 1.0, "buoy": 1.0}}
+    rng = np.random.default_rng(0)
+    ignores = context_eval.context_worth(paths, objects, flip_rate.context_blind_detections(
+        objects, rng))
+    # Its own boxes are exact, so perfect context makes it perfect.
+    assert ignores["perfect"] == {"swimmer": 100.0, "buoy": 100.0}
+    assert all(value < 100.0 for value in ignores["ap"].values())
+    assert all(0.0 < value < 1.0 for value in ignores["auc"].values())
+
+
+def test_the_worth_table_and_the_rescoring_command(strips, tmp_path, capsys):
+    paths, objects = strips
+    detections = _labelled(objects, lambda o: 0.9 if o["label"] else 0.4)
+    labels = {"baseline": "baseline", "3enl_td": "+3ENL TD"}
+    run = tmp_path / "run"
+    for model in labels:
+        (run / "runs" / f"{model}-seed0").mkdir(parents=True)
+        (run / "runs" / f"{model}-seed0" / "detections.json").write_text(json.dumps(detections))
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": labels, "meta": {"seeds": [0], "data": str(paths.root)}}))
+    table, numbers = worth.worth([run])
+    assert numbers["worth"]["3enl_td"][0]["ap"] == {"swimmer": 100.0, "buoy": 100.0}
+    assert numbers["context_blind"] == context_eval.context_blind(paths, objects)
+    assert "| +3ENL TD: score AUC, annotated vs look-alike | 100.0 | 100.0 |" in table
+    assert "context-blind reference" in table and "context rule" not in table  # not control
+    results = {m: [{"worth": numbers["worth"][m][0]}] for m in labels}
+    assert table == context_eval.worth_table(results, labels, False, numbers["context_blind"])
+    assert worth.main([str(run), "--json", str(tmp_path / "w.json")]) == 0
+    assert capsys.readouterr().out.strip() == table
+    assert json.loads((tmp_path / "w.json").read_text())["split"] == "context"
+    assert report.cell(numbers["context_blind"]["buoy"]) in table
+
+
+def test_the_rescoring_command_names_what_is_missing(strips, tmp_path, capsys):
+    paths, _ = strips
+    assert worth.main([str(tmp_path / "nothing")]) == 2
+    assert "has no metrics.json" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": {"baseline": "baseline"}, "meta": {"seeds": [0], "data": str(paths.root)}}))
+    with pytest.raises(ValueError, match="detections.json is missing"):
+        worth.worth([run])
+    with pytest.raises(ValueError, match="draws"):
+        context_eval.context_blind(paths, {}, draws=1)
