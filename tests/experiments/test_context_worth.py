@@ -91,3 +91,14 @@ def test_the_rescoring_command_names_what_is_missing(strips, tmp_path, capsys):
         worth.worth([run])
     with pytest.raises(ValueError, match="draws"):
         context_eval.context_blind(paths, {}, draws=1)
+
+
+def test_data_of_another_split_is_refused(strips, tmp_path):
+    paths, _ = strips
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": {"baseline": "baseline"},
+         "meta": {"seeds": [0], "data": str(paths.root), "split": "control"}}))
+    with pytest.raises(ValueError, match="'context' split, but .* 'control' split"):
+        worth.worth([run])

@@ -61,6 +61,11 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
     if objects is None:
         raise ValueError(f"`data`: {data} is not a strip dataset (no look-alikes to score)")
     split = json.loads(paths.val_annotations.read_text())["info"]["split"]
+    for run, document in zip(runs, documents, strict=True):
+        run_split = document["meta"].get("split")
+        if run_split is not None and run_split != split:
+            raise ValueError(f"`data`: {data} is the {split!r} split, but {run} ran on the "
+                             f"{run_split!r} split")
     results: dict[str, list[dict]] = {model: [] for model in labels}
     for run, document in zip(runs, documents, strict=True):
         for seed in document["meta"]["seeds"]:
