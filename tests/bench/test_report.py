@@ -3,7 +3,7 @@
 import json
 import os
 
-from results_factory import detector_variants, scaling_section
+from results_factory import detector_variants, scaling_section, training_rows
 
 from enl_experiments.bench import cli, report
 from enl_experiments.bench.paper import TABLE_3
@@ -72,6 +72,18 @@ def test_readme_snippet(tmp_path, capsys):
     assert "Cost table (paper Table 3), 832x1088" in text
     assert "| 65,536 | forward |" in text and "infeasible" in text
     assert "Targets:" in text
+    assert "Training step" not in text  # no training section, no table
+
+
+def test_readme_snippet_carries_the_training_table(tmp_path, capsys):
+    results = _results()
+    results["sections"]["training"] = {"variants": training_rows(), "run": {"wall_s": 60.0}}
+    with open(tmp_path / "results.json", "w") as handle:
+        json.dump(results, handle)
+    assert cli.main(["--readme", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Training step (one SGD step, torch):" in text
+    assert "| +3ENL, TD |" in text and "+3.0%" in text and "+4.0%" in text
 
 
 def test_profiles_of_every_grid_are_rendered():

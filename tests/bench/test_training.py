@@ -85,20 +85,27 @@ def test_report_shows_the_median_and_the_range_of_the_steps():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc high-water mark")
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision")
-def test_a_worker_times_steps_that_do_the_same_work(tmp_path):
+def test_workers_time_steps_that_do_the_same_work(tmp_path):
     """The real worker (its own process: torchvision is never imported after the
-    TensorFlow of other bench tests), +3ENL TD at a small size: every timed step
-    starts from the same weights, momentum and seed, so its loss is the same to the
-    bit, and the first step's memory is at least what the blocks save."""
+    TensorFlow of other bench tests), at a small size: every timed step starts from
+    the same weights, momentum and seed, so its loss is the same to the bit, and the
+    first step's memory is at least what the blocks save. +3ENL TD starts from the
+    baseline's weights with identity blocks, so its first step has the baseline's
+    loss: the same proposals and RoIs, the same head work (it had another before)."""
     config = BenchConfig(image_size=(128, 192), train_steps=2, device="cpu")
-    config_path, out = tmp_path / "config.json", tmp_path / "out.json"
+    config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config.to_json()))
-    subprocess.run([sys.executable, "-m", "enl_experiments.bench.worker", "training",
-                    "--variant", "+3ENL, TD", "--config", str(config_path), "--out", str(out)],
-                   check=True, timeout=600)
-    row = json.loads(out.read_text())
-    assert row["status"] == "ok" and row["input_size"] == [128, 192]
-    assert len(row["step_times_s"]) == 2 and len(row["step_losses"]) == 2
-    assert row["step_losses"][0] == row["step_losses"][1], row["step_losses"]
-    assert row["step_s"] == statistics.median(row["step_times_s"])
-    assert row["step_above_bytes"] >= row["lower_bound_bytes"] > 0
+    rows = {}
+    for variant in ("baseline", "+3ENL, TD"):
+        out = tmp_path / f"{variant}.json"
+        subprocess.run([sys.executable, "-m", "enl_experiments.bench.worker", "training",
+                        "--variant", variant, "--config", str(config_path), "--out", str(out)],
+                       check=True, timeout=600)
+        rows[variant] = row = json.loads(out.read_text())
+        assert row["status"] == "ok" and row["input_size"] == [128, 192]
+        assert len(row["step_times_s"]) == 2 and len(row["step_losses"]) == 2
+        assert row["step_losses"][0] == row["step_losses"][1], row["step_losses"]
+        assert row["step_s"] == statistics.median(row["step_times_s"])
+    assert rows["+3ENL, TD"]["step_above_bytes"] >= rows["+3ENL, TD"]["lower_bound_bytes"] > 0
+    first = [rows[v]["first_step_loss"] for v in rows]
+    assert first[0] == pytest.approx(first[1], rel=1e-6, abs=0.0), first

@@ -366,6 +366,9 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
                 table(["detector", "variant", "GMACs", "params (M)",
                        "eval memory above weights (MiB)",
                        "paper: Gflops / params / memory"], rows), ""]
+    if sections.get("training", {}).get("variants"):
+        out += ["Training step (one SGD step, torch):", "",
+                training_section(sections["training"])]
     for framework, section in sections.items():
         if "entries" not in section:
             continue

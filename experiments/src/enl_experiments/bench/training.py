@@ -8,7 +8,10 @@ batch 1, float32, for the four variants of Table 3, each in a fresh process
 whole-process way: the resident high-water during the first step above the
 resident size with the weights loaded and nothing run (the step's activations,
 gradients and the optimizer's momentum buffers). Step time is the median of
-the steps after it, each from the same weights and seed (the same work).
+the steps after it, each from the same weights and seed (the same work). Every
+variant starts from the baseline's weights, its blocks as the identity
+(:func:`shared_init_model`), so every variant's first step does the baseline's
+work plus its blocks'.
 
 Before a variant runs, ``enl_core.cost`` predicts what its blocks hold for the
 backward (:func:`predicted_block_bytes`); above the device memory it is
@@ -138,6 +141,37 @@ def _synthetic_target(height: int, width: int, torch):
     return {"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks}
 
 
+def shared_init_model(variant: str, height: int, width: int, torch, builder):
+    """The variant's Mask R-CNN with every weight it shares with the baseline set to
+    the baseline's (both built from torch seed 0), its blocks initialised on their own.
+
+    Built from one seed alone, a variant's extra blocks take random numbers from the
+    stream and every later layer (heads included) starts elsewhere, so its RPN
+    proposes other boxes and its heads train on another number of RoIs: its step
+    does other work than the baseline's. The blocks start as the identity
+    (``zero_init``), so with the baseline's weights the first step of every variant
+    sees the baseline's proposals and RoIs and has its loss. The baseline is built
+    twice too, so every variant's process has freed the same memory before it runs.
+
+    Raises:
+        ValueError: the baseline's weights do not fit the variant beyond its blocks
+            (``enl_torch.detection.weights.load_allowing_new_blocks``).
+    """
+    def build(name):
+        torch.manual_seed(0)
+        # min_size / max_size equal to the image: torchvision's transform keeps it as is.
+        return builder(variant=name, num_classes=NUM_CLASSES, min_size=min(height, width),
+                       max_size=max(height, width))
+
+    from enl_torch.detection.builders import NEW_BLOCK_PREFIXES
+    from enl_torch.detection.weights import load_allowing_new_blocks
+
+    shared = build("baseline").state_dict()
+    model = build(VARIANTS[variant])
+    load_allowing_new_blocks(model, shared, NEW_BLOCK_PREFIXES, name="the baseline's weights")
+    return model
+
+
 def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     """One training step of one variant (runs in its own process; imports torch)."""
     from enl_experiments.bench import measure
@@ -159,10 +193,7 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     import enl_torch
     from enl_torch.detection import maskrcnn_enl_resnet_fpn
 
-    torch.manual_seed(0)
-    # min_size / max_size equal to the image: torchvision's transform keeps it as is.
-    model = maskrcnn_enl_resnet_fpn(variant=VARIANTS[variant], num_classes=NUM_CLASSES,
-                                    min_size=min(height, width), max_size=max(height, width))
+    model = shared_init_model(variant, height, width, torch, maskrcnn_enl_resnet_fpn)
     model.train()
     blocks = [m for m in model.modules() if isinstance(m, (enl_torch.ENL, enl_torch.NonLocal))]
     expected = [channels for _, _, channels in BLOCK_LAYOUT[variant]]
@@ -192,8 +223,11 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     # its weights: a later step would reuse pages the first one left behind.
     # It includes the momentum buffers the optimizer creates (training state).
     begin = time.perf_counter()
-    result["step_above_bytes"] = measure.host_peak_above(lambda: step(0), lambda: None)
+    first: list[float] = []
+    result["step_above_bytes"] = measure.host_peak_above(lambda: first.append(step(0)),
+                                                         lambda: None)
     result["first_step_s"] = time.perf_counter() - begin
+    result["first_step_loss"] = first[0]
     log(f"[training] {variant}: built in {result['build_s']:.0f} s, first step "
         f"{result['first_step_s']:.1f} s, peak above loaded "
         f"{(result['step_above_bytes'] or 0) / 2**20:,.0f} MiB")
