@@ -175,3 +175,28 @@ def test_small_objects_are_the_annotations_and_their_look_alikes(tmp_path, split
             assert all(o["label"] == o["rule"] for o in everything)
     with pytest.raises(ValueError, match="split"):
         strip.small_objects(3, 1, 0, 64, 256, "noise")
+
+
+def test_the_decider_distance_is_where_the_rule_looks():
+    """Exactly the objects the rule annotates have a deciding object, and it lies at least
+    MIN_CONTEXT_DISTANCE away (horizontally), at the nearest person in the head's colour
+    or at the other square of the square's colour."""
+    for layout in _layouts():
+        rules, distances = strip.context_labels(layout), strip.decider_distances(layout)
+        assert set(distances) == set(rules)
+        for kind in ("head", "buoy"):
+            for obj in layout[kind]:
+                if kind == "head":
+                    deciders = [p for p in layout["person"] if p["shirt"] == obj["colour"]]
+                else:
+                    deciders = [o for o in layout["buoy"]
+                                if o["colour"] == obj["colour"] and o is not obj]
+                assert rules[obj["uid"]] == (distances[obj["uid"]] is not None)
+                if deciders:
+                    nearest = min(np.hypot(obj["cx"] - d["cx"], obj["cy"] - d["cy"])
+                                  for d in deciders)
+                    assert distances[obj["uid"]] == pytest.approx(nearest, abs=0.005)
+                    assert distances[obj["uid"]] >= strip.MIN_CONTEXT_DISTANCE
+    entries = strip.small_objects(3, 1, 0, 64, 256, "control")
+    layout = strip.sample_layout(np.random.default_rng([3, 1, 0]), 64, 256)
+    assert {e["uid"]: e["decider_distance"] for e in entries} == strip.decider_distances(layout)

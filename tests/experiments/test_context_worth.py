@@ -43,10 +43,20 @@ def test_worth_of_a_detector_that_follows_the_labels_and_of_one_that_ignores_the
     paths, objects = strips
     follows = context_eval.context_worth(paths, objects,
                                          _labelled(objects, lambda o: 0.9 if o["label"] else 0.4))
+    by_distance = follows.pop("auc_distance")
     assert follows == {"ap": {"swimmer": 100.0, "buoy": 100.0},
                        "perfect": {"swimmer": 100.0, "buoy": 100.0},
                        "auc": {"swimmer": 1.0, "buoy": 1.0},
                        "auc_rule": {"swimmer": 1.0, "buoy": 1.0}}
+    # The flip rate's bins over the strip's width; every bin with objects at 1.
+    edges = flip_rate.distance_edges(256, context_eval.DISTANCE_BINS)
+    for name, category_id in (("swimmer", strip.SWIMMER), ("buoy", strip.BUOY)):
+        bins = by_distance[name]
+        assert [(b["low"], b["high"]) for b in bins] == list(zip(edges, edges[1:], strict=False))
+        annotated = [o for e in objects.values() for o in e
+                     if o["category_id"] == category_id and o["rule"]]
+        assert sum(b["annotated"] for b in bins) == len(annotated)
+        assert all(b["auc"] == 1.0 for b in bins if b["annotated"])
     rng = np.random.default_rng(0)
     ignores = context_eval.context_worth(paths, objects, flip_rate.context_blind_detections(
         objects, rng))
@@ -72,7 +82,9 @@ def test_the_worth_table_and_the_rescoring_command(strips, tmp_path, capsys):
     assert "| +3ENL TD: score AUC, annotated vs look-alike | 100.0 | 100.0 |" in table
     assert "context-blind reference" in table and "context rule" not in table  # not control
     results = {m: [{"worth": numbers["worth"][m][0]}] for m in labels}
-    assert table == context_eval.worth_table(results, labels, False, numbers["context_blind"])
+    assert table == (context_eval.worth_table(results, labels, False, numbers["context_blind"])
+                     + "\n\n" + context_eval.auc_distance_table(results, labels))
+    assert "| score AUC (%) by distance to the deciding object | baseline | +3ENL TD |" in table
     assert worth.main([str(run), "--json", str(tmp_path / "w.json")]) == 0
     assert capsys.readouterr().out.strip() == table
     assert json.loads((tmp_path / "w.json").read_text())["split"] == "context"

@@ -151,3 +151,42 @@ def test_context_blind_detections_box_every_object_exactly():
 def test_worth_arguments_are_named():
     with pytest.raises(ValueError, match="labels"):
         flip_rate.score_auc(OBJECTS, [], labels="true")
+
+
+# The AUC by the distance to the deciding object: three swimmers the rule annotates
+# (deciders at 30, 60 and 260 px) against two look-alikes.
+BOX_D, BOX_E, LOOK_C = [40.0, 30.0, 8.0, 8.0], [60.0, 30.0, 8.0, 8.0], [500.0, 30.0, 8.0, 8.0]
+NEAR_FAR = {1: [
+    {"uid": 1, "category_id": 2, "bbox": BOX_A, "rule": True, "decider_distance": 30.0},
+    {"uid": 2, "category_id": 2, "bbox": BOX_D, "rule": True, "decider_distance": 60.0},
+    {"uid": 3, "category_id": 2, "bbox": BOX_E, "rule": True, "decider_distance": 260.0},
+    {"uid": 4, "category_id": 2, "bbox": LOOK_A, "rule": False, "decider_distance": None},
+    {"uid": 5, "category_id": 2, "bbox": LOOK_C, "rule": False, "decider_distance": None}]}
+# The near swimmers outscore both look-alikes; the far one scores between them.
+NEAR_FAR_DETECTIONS = [_det(1, 2, BOX_A, 0.9), _det(1, 2, BOX_D, 0.8), _det(1, 2, BOX_E, 0.4),
+                       _det(1, 2, LOOK_A, 0.5), _det(1, 2, LOOK_C, 0.3)]
+
+
+def test_auc_by_distance_rises_where_the_model_sees_the_decider():
+    found = flip_rate.auc_by_distance(NEAR_FAR, NEAR_FAR_DETECTIONS, [0, 128, 256, 512])
+    assert found == {2: [
+        {"low": 0.0, "high": 128.0, "auc": 1.0, "annotated": 2, "lookalike": 2},
+        {"low": 128.0, "high": 256.0, "auc": None, "annotated": 0, "lookalike": 2},
+        {"low": 256.0, "high": 512.0, "auc": 0.5, "annotated": 1, "lookalike": 2}]}
+    # One bin holds them all: the overall AUC against the rule (5 of 6 pairs in order).
+    whole = flip_rate.auc_by_distance(NEAR_FAR, NEAR_FAR_DETECTIONS, [0, 512])[2][0]["auc"]
+    assert whole == flip_rate.score_auc(NEAR_FAR, NEAR_FAR_DETECTIONS, labels="rule")[2]["auc"]
+    assert whole == pytest.approx(5 / 6)
+    # The last bin is closed: an object at its upper edge counts.
+    assert flip_rate.auc_by_distance(NEAR_FAR, NEAR_FAR_DETECTIONS,
+                                     [0, 30])[2][0]["annotated"] == 1
+
+
+def test_auc_by_distance_names_bad_arguments():
+    with pytest.raises(ValueError, match="edges"):
+        flip_rate.auc_by_distance(NEAR_FAR, [], [0, 0])
+    with pytest.raises(ValueError, match="edges"):
+        flip_rate.auc_by_distance(NEAR_FAR, [], [10])
+    broken = {1: [dict(NEAR_FAR[1][0], decider_distance=None)]}
+    with pytest.raises(ValueError, match="decider_distance"):
+        flip_rate.auc_by_distance(broken, [], [0, 512])

@@ -48,6 +48,7 @@ def _check_results(result, run_dir, levels_and_grids, models=MODELS):
     summary = (run_dir / "summary.md").read_text()
     assert "## Counterfactual twins" in summary and "## Flip rate" in summary
     assert "## What context is worth on the scenes" in summary
+    assert "## Score AUC by the distance to the deciding object" in summary
     for name in ("summary.md", "metrics.json", *FIGURES):
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.parent.glob(".incomplete-*"))
@@ -72,6 +73,9 @@ def _check_results(result, run_dir, levels_and_grids, models=MODELS):
         for name, value in worth["perfect"].items():  # dropping look-alikes cannot hurt
             assert value is None or value >= (worth["ap"][name] or 0.0)
         assert all(v is None or 0.0 <= v <= 1.0 for v in worth["auc"].values())
+        assert set(worth["auc_distance"]) == {"swimmer", "buoy"}
+        assert all(b["auc"] is None or 0.0 <= b["auc"] <= 1.0
+                   for bins in worth["auc_distance"].values() for b in bins)
     assert set(document["context_blind"]) == {"swimmer", "buoy"}
     with np.load(run_dir / "runs" / "3enl_td-seed0" / "attention.npz") as arrays:
         maps = {key: arrays[key] for key in arrays.files if key.endswith("_map")}

@@ -345,11 +345,32 @@ def scene(seed: int, subset_code: int, index: int, height: int, width: int, spli
     return image, annotations, {"intervention": intervention, "objects": objects}
 
 
+def decider_distances(layout: dict) -> dict[int, float | None]:
+    """``{uid: distance}`` from every small object to what makes it annotated.
+
+    Centre to centre (px) to the nearest object that the context rule needs:
+    for a head, a person wearing its cap colour; for a square, another square
+    of its colour. None for a look-alike (nothing decides it: the rule says
+    so because no such object exists anywhere in the strip).
+    """
+    def nearest(obj, others):
+        found = [math.hypot(obj["cx"] - o["cx"], obj["cy"] - o["cy"]) for o in others]
+        return round(min(found), 2) if found else None
+
+    distances = {h["uid"]: nearest(h, [p for p in layout["person"] if p["shirt"] == h["colour"]])
+                 for h in layout["head"]}
+    for buoy in layout["buoy"]:
+        distances[buoy["uid"]] = nearest(buoy, [o for o in layout["buoy"] if o["uid"] != buoy[
+            "uid"] and o["colour"] == buoy["colour"]])
+    return distances
+
+
 def _small_entries(layout: dict, labels: dict[int, bool], height: int, width: int) -> list[dict]:
-    rules = context_labels(layout)
+    rules, deciders = context_labels(layout), decider_distances(layout)
     return [{"uid": obj["uid"], "category_id": _KIND_CATEGORY[kind],
              "bbox": _small_box(obj, kind, height, width), "label": labels[obj["uid"]],
-             "rule": rules[obj["uid"]], "cx": obj["cx"], "cy": obj["cy"]}
+             "rule": rules[obj["uid"]], "cx": obj["cx"], "cy": obj["cy"],
+             "decider_distance": deciders[obj["uid"]]}
             for kind in ("head", "buoy") for obj in layout[kind]]
 
 
@@ -363,7 +384,7 @@ def small_objects(seed: int, subset_code: int, index: int, height: int, width: i
     Returns:
         ``[{"uid", "category_id" (the class it is or looks like), "bbox",
         "label" (annotated in this split), "rule" (the context rule's label),
-        "cx", "cy"}]``.
+        "cx", "cy", "decider_distance" (:func:`decider_distances`)}]``.
 
     Raises:
         ValueError: naming `split` and the value received.

@@ -132,9 +132,13 @@ def context_worth(paths, objects: dict[int, list[dict]], detections: list[dict])
         context on the model's own boxes (:func:`flip_rate.perfect_context`),
         "auc": score AUC annotated vs look-alike per class
         (:func:`flip_rate.score_auc`), "auc_rule": the same against the
-        context rule's labels}``; AP in percent.
+        context rule's labels, "auc_distance": ``{class: [{"low", "high",
+        "auc", "annotated", "lookalike"}]}``, the rule's AUC by the distance
+        to the deciding object (:func:`flip_rate.auc_by_distance`, the flip
+        rate's distance bins)}``; AP in percent, AUC as a fraction.
     """
     names = _context_names(paths)
+    edges = flip_rate.distance_edges(_width(paths), DISTANCE_BINS)
 
     def box_ap(results):
         per_category = evaluate(paths.val_annotations, results,
@@ -145,9 +149,16 @@ def context_worth(paths, objects: dict[int, list[dict]], detections: list[dict])
         found = flip_rate.score_auc(objects, detections, labels=labels)
         return {names[c]: entry["auc"] for c, entry in found.items() if c in names}
 
+    by_distance = flip_rate.auc_by_distance(objects, detections, edges)
     return {"ap": box_ap(detections),
             "perfect": box_ap(flip_rate.perfect_context(objects, detections)),
-            "auc": auc("label"), "auc_rule": auc("rule")}
+            "auc": auc("label"), "auc_rule": auc("rule"),
+            "auc_distance": {names[c]: bins for c, bins in by_distance.items() if c in names}}
+
+
+def _width(paths) -> int:
+    """The widest validation image (px): the distance bins run from 0 to it."""
+    return max(int(i["width"]) for i in json.loads(paths.val_annotations.read_text())["images"])
 
 
 def evaluate_context(paths, context: dict, run_dir: Path,
@@ -166,9 +177,7 @@ def evaluate_context(paths, context: dict, run_dir: Path,
     """
     scene = load_detections(run_dir / "detections.json")
     twin = load_detections(run_dir / "twin" / "detections.json")
-    width = max(int(i["width"]) for i in
-                json.loads(paths.val_annotations.read_text())["images"])
-    edges = flip_rate.distance_edges(width, DISTANCE_BINS)
+    edges = flip_rate.distance_edges(_width(paths), DISTANCE_BINS)
     names = {c["id"]: c["name"] for c in context["categories"]
              if c["id"] in context_dataset.CONTEXT_CATEGORIES}
     result = {"twin": evaluate(paths.twin_annotations, twin)}
@@ -260,6 +269,27 @@ def worth_table(context_results: dict[str, list[dict]], labels: dict[str, str],
     return "\n".join(lines)
 
 
+def auc_distance_table(context_results: dict[str, list[dict]], labels: dict[str, str]) -> str:
+    """Markdown: per class and distance bin, each model's score AUC (percent, mean ± std
+    of seeds) of the objects whose deciding object lies at that distance against all
+    look-alikes; ``n`` sums the annotated objects over the seeds."""
+    models = list(context_results)
+    first = context_results[models[0]][0]["worth"]["auc_distance"]
+    header = ["score AUC (%) by distance to the deciding object", *(labels[m] for m in models)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, bins in first.items():
+        for index, entry in enumerate(bins):
+            count = sum(run["worth"]["auc_distance"][name][index]["annotated"]
+                        for run in context_results[models[0]])
+            cells = [report.cell(report.stats([
+                None if run["worth"]["auc_distance"][name][index]["auc"] is None
+                else 100.0 * run["worth"]["auc_distance"][name][index]["auc"]
+                for run in context_results[model]])) for model in models]
+            lines.append("| " + " | ".join([f"{name} {entry['low']:.0f}-{entry['high']:.0f} px "
+                                            f"(n={count})", *cells]) + " |")
+    return "\n".join(lines)
+
+
 def context_sections(context_results: dict[str, list[dict]], labels: dict[str, str],
                      control: bool, blind: dict | None = None
                      ) -> tuple[list[tuple[str, str]], dict[str, dict]]:
@@ -291,6 +321,11 @@ def context_sections(context_results: dict[str, list[dict]], labels: dict[str, s
         sections.append(("What context is worth on the scenes: box AP of the context classes "
                          "and how well each model's scores tell them from look-alikes",
                          worth_table(context_results, labels, control, blind)))
+    if all("auc_distance" in run.get("worth", {}) for runs in context_results.values()
+           for run in runs):
+        sections.append(("Score AUC by the distance to the deciding object (the context "
+                         "rule's labels; 50 = context ignored at that distance)",
+                         auc_distance_table(context_results, labels)))
     return sections, reach_curves(rule_flips if control else flips, labels)
 
 

@@ -196,16 +196,72 @@ def score_auc(objects: dict[int, list[dict]], detections: list[dict], labels: st
                                  obj["bbox"], iou_threshold)
             scores.setdefault(obj["category_id"], {True: [], False: []})[
                 bool(obj[labels])].append(score)
+    return {category_id: {"auc": _auc(split[True], split[False]),
+                          "annotated": len(split[True]), "lookalike": len(split[False])}
+            for category_id, split in sorted(scores.items())}
+
+
+def _auc(positive, negative) -> float | None:
+    """P(a positive scores above a negative), ties half; None without both."""
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    if not (positive.size and negative.size):
+        return None
+    above = (positive[:, None] > negative[None, :]).mean()
+    tied = (positive[:, None] == negative[None, :]).mean()
+    return float(above + 0.5 * tied)
+
+
+def auc_by_distance(objects: dict[int, list[dict]], detections: list[dict], edges,
+                    iou_threshold: float = DEFAULT_IOU) -> dict[int, list[dict]]:
+    """:func:`score_auc` against the context rule, split by the distance to what decides.
+
+    In bin ``[edges[i], edges[i + 1])`` (the last one closed), the AUC is the
+    probability that an object the rule annotates, whose deciding object
+    (``decider_distance``: the person in its colour, the other square of its
+    colour) lies at that distance, scores above a look-alike of its category
+    (all of them: a look-alike has no deciding object). A model that uses
+    context only as far as it sees rises above 0.5 at short distances first.
+    On the context split the rule's labels are the labels.
+
+    Returns:
+        ``{category_id: [{"low", "high", "auc" (None without both kinds),
+        "annotated", "lookalike"}]}``.
+
+    Raises:
+        ValueError: fewer than two edges, or edges not increasing; an object
+            the rule annotates without a ``decider_distance``.
+    """
+    edges = [float(e) for e in edges]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError(f"`edges` must be >= 2 increasing numbers, received {edges!r}")
+    grouped = _by_image(detections)
+    positives: dict[int, list[tuple[float, float]]] = {}
+    negatives: dict[int, list[float]] = {}
+    for image_id, entries in objects.items():
+        for obj in entries:
+            score = object_score(grouped.get(int(image_id), []), obj["category_id"],
+                                 obj["bbox"], iou_threshold)
+            positives.setdefault(obj["category_id"], [])
+            negatives.setdefault(obj["category_id"], [])
+            if not obj["rule"]:
+                negatives[obj["category_id"]].append(score)
+                continue
+            if obj.get("decider_distance") is None:
+                raise ValueError(f"object {obj.get('uid')!r} of image {image_id} is annotated "
+                                 "by the rule but has no `decider_distance`, received "
+                                 f"{obj.get('decider_distance')!r}")
+            positives[obj["category_id"]].append((float(obj["decider_distance"]), score))
     result = {}
-    for category_id, split in sorted(scores.items()):
-        positive, negative = np.asarray(split[True]), np.asarray(split[False])
-        auc = None
-        if positive.size and negative.size:
-            above = (positive[:, None] > negative[None, :]).mean()
-            tied = (positive[:, None] == negative[None, :]).mean()
-            auc = float(above + 0.5 * tied)
-        result[category_id] = {"auc": auc, "annotated": int(positive.size),
-                               "lookalike": int(negative.size)}
+    for category_id in sorted(positives):
+        bins = []
+        for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False)):
+            last = index == len(edges) - 2
+            inside = [s for d, s in positives[category_id]
+                      if low <= d < high or (last and d == high)]
+            bins.append({"low": low, "high": high,
+                         "auc": _auc(inside, negatives[category_id]),
+                         "annotated": len(inside), "lookalike": len(negatives[category_id])})
+        result[category_id] = bins
     return result
 
 

@@ -34,7 +34,8 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
         data: the dataset folder; default: the first run's ``meta.data``.
 
     Returns:
-        ``(Markdown table, {"context_blind", "worth": {model: [per seed]}, "data"})``.
+        ``(Markdown: the worth table, then the score AUC by distance to the
+        deciding object; {"context_blind", "worth": {model: [per seed]}, "data"})``.
 
     Raises:
         ValueError: naming the run or the data folder when something is missing,
@@ -76,7 +77,8 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
                 results[model].append({"worth": context_eval.context_worth(
                     paths, objects, load_detections(detections))})
     blind = context_eval.context_blind(paths, objects)
-    table = context_eval.worth_table(results, labels, split == "control", blind)
+    table = (context_eval.worth_table(results, labels, split == "control", blind) + "\n\n"
+             + context_eval.auc_distance_table(results, labels))
     return table, {"data": str(data), "split": split, "context_blind": blind,
                    "worth": {m: [r["worth"] for r in results[m]] for m in labels}}
 
