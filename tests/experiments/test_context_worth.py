@@ -114,3 +114,15 @@ def test_data_of_another_split_is_refused(strips, tmp_path):
          "meta": {"seeds": [0], "data": str(paths.root), "split": "control"}}))
     with pytest.raises(ValueError, match="'context' split, but .* 'control' split"):
         worth.worth([run])
+
+
+def test_data_of_another_name_is_refused(strips, tmp_path):
+    """The folder's name keys the data (seed, size, counts): another name is other data."""
+    paths, _ = strips
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": {"baseline": "baseline"},
+         "meta": {"seeds": [0], "data": str(tmp_path / "strip-context-64x256px-0-12-seed6")}}))
+    with pytest.raises(ValueError, match="is not the data .* ran on .*seed6"):
+        worth.worth([run], data=paths.root)

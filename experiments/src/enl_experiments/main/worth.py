@@ -67,6 +67,13 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
         if run_split is not None and run_split != split:
             raise ValueError(f"`data`: {data} is the {split!r} split, but {run} ran on the "
                              f"{run_split!r} split")
+        # The folder's name is the data's key (design, split, size, counts, seed:
+        # context_eval.dataset_name); the same split of another seed or size has
+        # other images under the same ids.
+        run_data = document["meta"].get("data")
+        if run_data is not None and Path(run_data).name != data.resolve().name:
+            raise ValueError(f"`data`: {data} is not the data {run} ran on ({run_data}); "
+                             f"pass the folder named {Path(run_data).name!r}")
     results: dict[str, list[dict]] = {model: [] for model in labels}
     for run, document in zip(runs, documents, strict=True):
         for seed in document["meta"]["seeds"]:
