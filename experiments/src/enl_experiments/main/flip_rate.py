@@ -141,16 +141,24 @@ def by_distance(records: list[dict], edges) -> list[dict]:
     Raises:
         ValueError: fewer than two edges, or edges not increasing.
     """
+    return [{"low": low, "high": high, **flip_rate([r for r in records
+                                                   if inside(r["distance"])])}
+            for low, high, inside in _distance_bins(edges)]
+
+
+def _distance_bins(edges) -> list[tuple[float, float, object]]:
+    """``(low, high, inside)`` per bin ``[low, high)``, the last one closed.
+
+    Raises:
+        ValueError: fewer than two edges, or edges not increasing.
+    """
     edges = [float(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         raise ValueError(f"`edges` must be >= 2 increasing numbers, received {edges!r}")
-    bins = []
-    for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False)):
-        last = index == len(edges) - 2
-        inside = [r for r in records
-                  if low <= r["distance"] < high or (last and r["distance"] == high)]
-        bins.append({"low": low, "high": high, **flip_rate(inside)})
-    return bins
+    last = len(edges) - 2
+    return [(low, high, lambda d, low=low, high=high, closed=index == last:
+             low <= d < high or (closed and d == high))
+            for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False))]
 
 
 def distance_edges(width: int, count: int = 6) -> list[float]:
@@ -231,9 +239,7 @@ def auc_by_distance(objects: dict[int, list[dict]], detections: list[dict], edge
         ValueError: fewer than two edges, or edges not increasing; an object
             the rule annotates without a ``decider_distance``.
     """
-    edges = [float(e) for e in edges]
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-        raise ValueError(f"`edges` must be >= 2 increasing numbers, received {edges!r}")
+    bins = _distance_bins(edges)
     grouped = _by_image(detections)
     positives: dict[int, list[tuple[float, float]]] = {}
     negatives: dict[int, list[float]] = {}
@@ -253,15 +259,12 @@ def auc_by_distance(objects: dict[int, list[dict]], detections: list[dict], edge
             positives[obj["category_id"]].append((float(obj["decider_distance"]), score))
     result = {}
     for category_id in sorted(positives):
-        bins = []
-        for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False)):
-            last = index == len(edges) - 2
-            inside = [s for d, s in positives[category_id]
-                      if low <= d < high or (last and d == high)]
-            bins.append({"low": low, "high": high,
-                         "auc": _auc(inside, negatives[category_id]),
-                         "annotated": len(inside), "lookalike": len(negatives[category_id])})
-        result[category_id] = bins
+        result[category_id] = []
+        for low, high, inside in bins:
+            scores = [s for d, s in positives[category_id] if inside(d)]
+            result[category_id].append({
+                "low": low, "high": high, "auc": _auc(scores, negatives[category_id]),
+                "annotated": len(scores), "lookalike": len(negatives[category_id])})
     return result
 
 
