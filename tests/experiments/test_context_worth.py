@@ -105,13 +105,18 @@ def test_the_rescoring_command_names_what_is_missing(strips, tmp_path, capsys):
         context_eval.context_blind(paths, {}, draws=1)
 
 
-def test_data_of_another_split_is_refused(strips, tmp_path):
-    paths, _ = strips
+def _run_folder(tmp_path, **meta):
+    """A finished run of the baseline at seed 0 (its metrics.json only), ``meta`` added."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps(
-        {"labels": {"baseline": "baseline"},
-         "meta": {"seeds": [0], "data": str(paths.root), "split": "control"}}))
+        {"labels": {"baseline": "baseline"}, "meta": {"seeds": [0], **meta}}))
+    return run
+
+
+def test_data_of_another_split_is_refused(strips, tmp_path):
+    paths, _ = strips
+    run = _run_folder(tmp_path, data=str(paths.root), split="control")
     with pytest.raises(ValueError, match="'context' split, but .* 'control' split"):
         worth.worth([run])
 
@@ -119,10 +124,12 @@ def test_data_of_another_split_is_refused(strips, tmp_path):
 def test_data_of_another_name_is_refused(strips, tmp_path):
     """The folder's name keys the data (seed, size, counts): another name is other data."""
     paths, _ = strips
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "metrics.json").write_text(json.dumps(
-        {"labels": {"baseline": "baseline"},
-         "meta": {"seeds": [0], "data": str(tmp_path / "strip-context-64x256px-0-12-seed6")}}))
+    run = _run_folder(tmp_path, data=str(tmp_path / "strip-context-64x256px-0-12-seed6"))
     with pytest.raises(ValueError, match="is not the data .* ran on .*seed6"):
         worth.worth([run], data=paths.root)
+
+
+def test_a_folder_that_is_no_dataset_is_named(tmp_path, capsys):
+    run = _run_folder(tmp_path, data=str(tmp_path))
+    assert worth.main([str(run), "--data", str(tmp_path)]) == 2
+    assert "is not a dataset folder" in capsys.readouterr().err

@@ -57,7 +57,10 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
     data = Path(data if data is not None else documents[0]["meta"]["data"])
     if not data.is_dir():
         raise ValueError(f"`data`: {data} is not a folder (pass --data)")
-    paths = find_dataset(data, "train2017", "val2017")
+    try:
+        paths = find_dataset(data, "train2017", "val2017")
+    except FileNotFoundError as error:
+        raise ValueError(f"`data`: {data} is not a dataset folder ({error})") from error
     objects = context_eval.small_objects(paths)
     if objects is None:
         raise ValueError(f"`data`: {data} is not a strip dataset (no look-alikes to score)")
