@@ -15,33 +15,43 @@ import pytest
 BACKEND = keras.backend.backend()
 
 
-def input_gradient(layer, x, cotangent):
-    """d <layer(x), cotangent> / dx as a float64 numpy array (any backend)."""
+def gradients(function, arrays, cotangent):
+    """d <function(*arrays), cotangent> / d each array, as float64 numpy arrays (any backend).
+
+    The output is cast to float64 before the product, so a float32 or mixed
+    function's own backward is what is measured.
+    """
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        inputs = tf.constant(x)
+        inputs = [tf.constant(a) for a in arrays]
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            outputs = layer(inputs)
-            loss = tf.reduce_sum(tf.cast(outputs, "float64") * cotangent)
-        return tape.gradient(loss, inputs).numpy().astype(np.float64)
+            loss = tf.reduce_sum(tf.cast(function(*inputs), "float64") * cotangent)
+        return [g.numpy().astype(np.float64) for g in tape.gradient(loss, inputs)]
     if BACKEND == "torch":
         import torch
 
-        inputs = torch.tensor(x, requires_grad=True)
-        loss = (layer(inputs).double() * torch.tensor(cotangent, dtype=torch.float64)).sum()
+        inputs = [torch.tensor(a, requires_grad=True) for a in arrays]
+        loss = (function(*inputs).double() * torch.tensor(cotangent, dtype=torch.float64)).sum()
         loss.backward()
-        return inputs.grad.detach().cpu().numpy().astype(np.float64)
+        return [t.grad.detach().cpu().numpy().astype(np.float64) for t in inputs]
     if BACKEND == "jax":
         import jax
         import jax.numpy as jnp
 
-        def loss(inputs):
-            return jnp.sum(layer(inputs).astype(jnp.float64) * cotangent)
+        def loss(*inputs):
+            return jnp.sum(function(*inputs).astype(jnp.float64) * cotangent)
 
-        return np.asarray(jax.grad(loss)(jnp.asarray(x)), dtype=np.float64)
+        grads = jax.grad(loss, argnums=tuple(range(len(arrays))))(
+            *[jnp.asarray(a) for a in arrays])
+        return [np.asarray(g, dtype=np.float64) for g in grads]
     raise NotImplementedError(f"no gradient helper for KERAS_BACKEND={BACKEND!r}")
+
+
+def input_gradient(layer, x, cotangent):
+    """d <layer(x), cotangent> / dx as a float64 numpy array (any backend)."""
+    return gradients(layer, [x], cotangent)[0]
 
 
 # Keras 3.15 on JAX computes the cosine of a float64 tensor in float32
@@ -98,6 +108,12 @@ def input_gradient_fixture():
     """:func:`input_gradient` (helpers are fixtures: the repository root has
     its own ``conftest`` module)."""
     return input_gradient
+
+
+@pytest.fixture(name="gradients")
+def gradients_fixture():
+    """:func:`gradients`."""
+    return gradients
 
 
 @pytest.fixture(name="finite_difference")

@@ -152,6 +152,20 @@ def test_float64_finite_difference_gradient(name, input_gradient):
                      err_msg=name)
 
 
+@pytest.mark.parametrize("policy, fused", [("float64", True), ("float32", True),
+                                           ("mixed_float16", False), ("mixed_bfloat16", False)])
+def test_enl_layer_runs_the_hand_written_backward_where_it_applies(policy, fused, monkeypatch):
+    """float32 / float64 layers take enl_keras.ops.fused_enl (its custom
+    gradient); mixed precision keeps the plain ops, whose casts it needs."""
+    calls = []
+    original = enl_keras.ops._fused_forward
+    monkeypatch.setattr(enl_keras.ops, "_fused_forward",
+                        lambda *args: calls.append(1) or original(*args))
+    layer = case_layer("enl_learnable_d", policy)
+    layer(case_input().astype("float32" if policy.startswith("mixed") else policy))
+    assert bool(calls) == fused
+
+
 # -------------------------------------------------------------- models
 def build_model(kind, layer, channels=CHANNELS):
     if kind == "functional":

@@ -70,3 +70,92 @@ def test_enl_and_explicit_nonlocal_are_the_same_function():
     slow = to_numpy(enl_ops.nonlocal_block(x, *weights, mode="dot_product", dct_scale=scale))
     assert_close(fast, slow, "float64")
     assert_close(fast, enl_core.enl_block(to_numpy(x), params, dct_size=(3, 3)), "float64")
+
+
+# ------------------------------------------------ the hand-written backward
+FUSED_CASES = {  # name: (use_bias, position: None | "fixed" | "learnable", grid)
+    "bias_position": (True, "fixed", (5, 6)),
+    "bias_learnable_d": (True, "learnable", (5, 6)),
+    "bias_no_position": (True, None, (7, 7)),
+    "no_bias_learnable_d": (False, "learnable", (6, 5)),
+    "no_bias_no_position": (False, None, (5, 6)),
+    "grid_below_dct_size": (True, "learnable", (2, 3)),  # d^2 cropped to (2, 3)
+}
+
+
+def _fused_arrays(name, dtype, seed=0):
+    """x, kernel, out_kernel, then the case's biases and learnable d^2."""
+    use_bias, position, grid = FUSED_CASES[name]
+    channels, inter = 4, 3
+    rng = np.random.default_rng(seed)
+    arrays = [rng.normal(size=(2, *grid, channels)), rng.normal(size=(channels, 3 * inter)),
+              rng.normal(size=(inter, channels))]
+    if use_bias:
+        arrays += [rng.normal(size=3 * inter), rng.normal(size=channels)]
+    if position == "learnable":
+        arrays.append(rng.uniform(0.5, 2.0, size=(3, 4)))
+    return [a.astype(dtype) for a in arrays]
+
+
+def _fused_function(name, fused):
+    """ops.enl on the arrays of :func:`_fused_arrays`, fused or plain."""
+    use_bias, position, _ = FUSED_CASES[name]
+    fixed = np.random.default_rng(9).uniform(0.5, 2.0, size=(3, 4))
+
+    def function(x, kernel, out_kernel, *optional):
+        optional = list(optional)
+        bias, out_bias = (optional.pop(0), optional.pop(0)) if use_bias else (None, None)
+        scale = (optional.pop(0) if position == "learnable" else
+                 keras.ops.convert_to_tensor(fixed, x.dtype) if position == "fixed" else None)
+        return enl_ops.enl(x, kernel, bias, out_kernel, out_bias, dct_scale=scale, fused=fused)
+
+    return function
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(FUSED_CASES))
+def test_fused_enl_and_its_backward_equal_the_plain_ops(name, dtype, gradients):
+    """The custom gradient equals the backend's autodiff of the plain ops, for
+    the output and every input: x, both kernels, both biases and d^2."""
+    arrays = _fused_arrays(name, dtype)
+    cotangent = np.random.default_rng(1).normal(size=arrays[0].shape)
+    tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
+    fused, plain = _fused_function(name, True), _fused_function(name, False)
+    assert_close(to_numpy(fused(*tensors)), to_numpy(plain(*tensors)), dtype, err_msg=name)
+    pairs = zip(gradients(fused, arrays, cotangent), gradients(plain, arrays, cotangent),
+                strict=True)
+    for index, (actual, expected) in enumerate(pairs):
+        assert_close(actual, expected, dtype, gradient=True, err_msg=f"{name} input {index}")
+
+
+def test_fused_backward_keeps_only_the_listed_activations():
+    """What the backward closes over is what it keeps alive: the input, the
+    three bias-free projections and y0 (N-sized), and tensors of fewer than N
+    elements. Nothing N x N, no projection with its bias added, no dy."""
+    batch, side, channels, inter = 1, 32, 8, 4
+    n = side * side
+    rng = np.random.default_rng(0)
+    x, kernel, bias, out_kernel, out_bias = (keras.ops.convert_to_tensor(a) for a in (
+        rng.normal(size=(batch, side, side, channels)), rng.normal(size=(channels, 3 * inter)),
+        rng.normal(size=3 * inter), rng.normal(size=(inter, channels)),
+        rng.normal(size=channels)))
+    scale = keras.ops.ones((7, 7), "float64")
+    _, backward = enl_ops._fused_forward(x, kernel, bias, out_kernel, out_bias, scale,
+                                         [True, True, True])
+
+    def tensors(value):
+        if isinstance(value, (list, tuple)):
+            return [t for item in value for t in tensors(item)]
+        return [value] if hasattr(value, "shape") and hasattr(value, "dtype") else []
+
+    kept = [t for cell in backward.__closure__ for t in tensors(cell.cell_contents)]
+    sizes = sorted((int(np.prod(tuple(t.shape))) for t in kept), reverse=True)
+    assert sizes[:5] == [channels * n] + [inter * n] * 4, sizes
+    assert sum(sizes[5:]) < n, sizes
+
+
+def test_fused_must_be_a_bool():
+    x = keras.ops.ones((1, 2, 2, 4))
+    with pytest.raises(TypeError, match="fused.*'false'"):
+        enl_ops.enl(x, keras.ops.ones((4, 6)), None, keras.ops.ones((2, 4)), None,
+                    fused="false")

@@ -23,7 +23,10 @@ class ENL(blocks.ENLBlock, keras.layers.Layer):
     applied separably). Equal to ``enl_core.enl_block`` for the same weights.
     ``out`` starts at zero, so a new block is the identity and can be placed
     into a pretrained network. The sums over N (``phi g``, the DCT
-    coefficients) run in float32 under mixed precision.
+    coefficients) run in float32 under mixed precision. In float32 / float64
+    the block has a hand-written backward (``enl_keras.ops.fused_enl``, a
+    ``keras.ops.custom_gradient``) that keeps only x, the three projections
+    and y for the backward pass.
 
     Args:
         inter_channels: C', the width of theta, phi, g; default ``max(C // 2, 1)``.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from enl_core.dct import dct_angle, dct_phase
@@ -103,21 +104,37 @@ def position_term(g, dct_scale):
     spatial dims) the bases keep all kH, kW columns, the extra ones zeroed.
     Separable:
     ``S = B_H^T G B_W`` scaled by d^2, then ``B_H S B_W^T``; O(N (kH + kW) C')
-    and no N x (kH kW) matrix (docs/ENL-SPEC.md). Each contraction is a matmul whose
-    left operand is a small basis broadcast over the batch, so g is never
-    transposed.
+    and no N x (kH kW) matrix (docs/ENL-SPEC.md).
+    """
+    height, width = ops.shape(g)[1], ops.shape(g)[2]
+    dct_scale = crop_dct_scale(dct_scale, height, width)
+    coefficients, bases = dct_coefficients(g, tuple(dct_scale.shape))
+    return dct_expand(coefficients * dct_scale[:, :, None], bases)
+
+
+def dct_coefficients(g, dct_size):
+    """``E-hat^T g`` as (B, kH, kW, C') for g (B, H, W, C'), and the two bases.
+
+    Each contraction is a matmul whose left operand is a small basis
+    broadcast over the batch, so g is never transposed. Returns
+    ``(coefficients, (basis_h, basis_w))`` for :func:`dct_expand`.
     """
     height, width, inter = ops.shape(g)[1], ops.shape(g)[2], g.shape[-1]
-    dct_scale = crop_dct_scale(dct_scale, height, width)
-    k_h, k_w = dct_scale.shape
+    k_h, k_w = dct_size
     basis_h = dct_basis(height, k_h, g.dtype)  # H, kH
     basis_w = dct_basis(width, k_w, g.dtype)  # W, kW
-    # E-hat^T g: contract W (per image row), then H.
+    # Contract W (per image row), then H.
     rows = matmul(ops.transpose(basis_w), ops.reshape(g, (-1, width, inter)))  # B H, kW, C'
     rows = ops.reshape(rows, (-1, height, k_w * inter))  # B, H, kW C'
     coefficients = matmul(ops.transpose(basis_h), rows)  # B, kH, kW C'
-    coefficients = ops.reshape(coefficients, (-1, k_h, k_w, inter)) * dct_scale[:, :, None]
-    # E-hat S: expand H, then W.
+    return ops.reshape(coefficients, (-1, k_h, k_w, inter)), (basis_h, basis_w)
+
+
+def dct_expand(coefficients, bases):
+    """``E-hat S`` as (B, H, W, C') for S (B, kH, kW, C'): expand H, then W."""
+    basis_h, basis_w = bases
+    height, width = ops.shape(basis_h)[0], ops.shape(basis_w)[0]
+    k_h, k_w, inter = coefficients.shape[1], coefficients.shape[2], coefficients.shape[3]
     rows = matmul(basis_h, ops.reshape(coefficients, (-1, k_h, k_w * inter)))  # B, H, kW C'
     spatial = matmul(basis_w, ops.reshape(rows, (-1, k_w, inter)))  # B H, W, C'
     return ops.reshape(spatial, (-1, height, width, inter))  # B, H, W, C'
@@ -133,7 +150,8 @@ def crop_dct_scale(dct_scale, height, width):
     return dct_scale[:k_h, :k_w]
 
 
-def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_scale=None):
+def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_scale=None,
+        fused=True):
     """The ENL block (eq. 6, 9): ``z = out(theta^T (phi g) / N + E-hat (E-hat^T g)) + x``.
 
     Args:
@@ -143,13 +161,22 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
         output_kernel: (C', C). output_bias: (C,) or None.
         dct_scale: d^2 (kH, kW) in :func:`accumulation_dtype`, or None for no
             position term.
+        fused: for float32 / float64 inputs, run :func:`fused_enl` (the same
+            numbers with a hand-written backward); False, or a float16 /
+            bfloat16 input: the plain ops, differentiated by the backend.
 
     Returns:
         (B, H, W, C) in x's dtype. Every intermediate has O(N (C + C'))
         elements per image: the N x N affinity of NL is never formed.
     """
+    if not isinstance(fused, bool):
+        raise TypeError(f"`fused` must be a bool, received {fused!r} of type "
+                        f"{type(fused).__name__}")
     shape = ops.shape(x)
     accumulate = accumulation_dtype(x.dtype)
+    if fused and keras.backend.standardize_dtype(x.dtype) == accumulate:
+        return fused_enl(x, projection_kernel, projection_bias, output_kernel, output_bias,
+                         dct_scale)
     flat, theta, phi, g = projections(x, projection_kernel, projection_bias)
     # Everything after the projections runs in float32 at least: phi g sums N
     # products and theta (phi g) / N is cubic in x, so either overflows
@@ -163,6 +190,152 @@ def enl(x, projection_kernel, projection_bias, output_kernel, output_bias, dct_s
         grid = ops.reshape(g, (-1, shape[1], shape[2], g.shape[-1]))  # B, H, W, C'
         y = y + ops.reshape(position_term(grid, dct_scale), ops.shape(y))
     return _output(y, flat, output_kernel, output_bias, shape, x.dtype)
+
+
+def fused_enl(x, projection_kernel, projection_bias, output_kernel, output_bias,
+              dct_scale=None):
+    """:func:`enl` for float32 / float64 with a hand-written backward (eq. 6, 9).
+
+    The same numbers as the plain ops (up to rounding). Every bias is folded
+    into per-channel constants, so no bias or residual is added to a GEMM
+    output of N rows and the saved projections are bias-free: with
+    ``theta = theta0 + b_theta`` (``theta0 = x W_theta``, likewise phi and g)
+    and ``m`` the mean over positions,
+
+    * ``K = phi^T g / N = phi0^T g0 / N + m_phi0 b_g^T + b_phi (m_g0 + b_g)^T``,
+    * ``y = y0 + u`` with ``y0 = theta0 K + E-hat D E-hat^T g0`` and the
+      per-channel ``u = b_theta K + d_00^2 b_g`` (L maps a constant map c to
+      ``d_00^2 c``: the DC columns of both bases are constant, every other
+      column sums to zero),
+    * ``z = y0 W_out + (u W_out + b_out) + x``.
+
+    The three projections are three GEMMs against slices of the fused kernel:
+    a split of one (N, 3C') product would copy it. Saved for the backward:
+    x (the caller's input), ``theta0, phi0, g0`` (3 C' N), ``y0`` (C' N), the
+    DCT coefficients of g0 (kH kW C') and C' x C' / C' / C tensors: nothing
+    N x N, nothing recomputed. The backward builds ``dy`` (C' N), the three
+    projection gradients (3 C' N) and dx (C N), again with the bias terms as
+    constants. Enabled by :func:`enl` for float32 / float64 inputs on every
+    backend (``keras.ops.custom_gradient``).
+    """
+    shape = ops.shape(x)
+    height, width = shape[1], shape[2]
+    if dct_scale is not None:
+        dct_scale = crop_dct_scale(dct_scale, height, width)
+    optional = (projection_bias, output_bias, dct_scale)
+    present = [tensor is not None for tensor in optional]
+    # Tensors, not variables: a custom gradient must not read a variable itself.
+    tensors = [ops.convert_to_tensor(t) for t in
+               [x, projection_kernel, output_kernel] + [t for t in optional if t is not None]]
+
+    @ops.custom_gradient
+    def block(*tensors):
+        x, kernel, out_kernel = tensors[:3]
+        bias, out_bias, scale = _unpack(tensors[3:], present)
+        return _fused_forward(x, kernel, bias, out_kernel, out_bias, scale, present)
+
+    return block(*tensors)
+
+
+def _unpack(tensors, present):
+    """The optional tensors in ``present``'s order, None where absent."""
+    remaining = list(tensors)
+    return [remaining.pop(0) if here else None for here in present]
+
+
+def _fused_forward(x, kernel, bias, out_kernel, out_bias, scale, present):
+    """z of :func:`fused_enl` and its backward (``keras.ops.custom_gradient``'s pair)."""
+    shape = ops.shape(x)
+    height, width, channels = shape[1], shape[2], x.shape[-1]
+    inter = out_kernel.shape[0]
+    count = ops.cast(height * width, x.dtype)
+    flat = ops.reshape(x, (-1, height * width, channels))  # B, N, C
+    kernels = [kernel[:, i * inter:(i + 1) * inter] for i in range(3)]  # C, C' each
+    theta, phi, g = (matmul(flat, k) for k in kernels)  # B, N, C' each (bias-free)
+    context = ops.einsum("bnc,bnd->bcd", phi, g) / count  # B, C', C'  (eq. 6: phi g / N)
+    shift = mean_x = means = None
+    if bias is not None:
+        theta_bias, phi_bias, g_bias = ops.split(bias, 3)
+        # ops.sum, not ops.mean: Keras on torch and JAX takes a float64 mean in float32.
+        mean_x = ops.sum(flat, axis=1) / count  # B, C
+        means = [matmul(mean_x, k) for k in kernels[1:]]  # m_phi0, m_g0: B, C' each
+        context = (context + means[0][:, :, None] * g_bias
+                   + phi_bias[:, None] * (means[1] + g_bias)[:, None, :])
+        shift = ops.einsum("c,bcd->bd", theta_bias, context)  # B, C' (b_theta K)
+    y = matmul(theta, context)  # B, N, C' (y0)
+    coefficients = bases = None
+    if scale is not None:
+        grid = ops.reshape(g, (-1, height, width, inter))
+        coefficients, bases = dct_coefficients(grid, tuple(scale.shape))  # B, kH, kW, C'
+        position = dct_expand(coefficients * scale[:, :, None], bases)  # B, H, W, C'
+        y = y + ops.reshape(position, ops.shape(y))
+        if bias is not None:
+            shift = shift + scale[0, 0] * g_bias
+    constant = None if shift is None else matmul(shift, out_kernel)  # B, C
+    if out_bias is not None:
+        constant = out_bias[None, :] if constant is None else constant + out_bias
+    z = matmul(y, out_kernel)  # B, N, C
+    z = z + flat if constant is None else z + constant[:, None, :] + flat
+
+    def backward(*args, upstream=None):
+        grad = args[0] if upstream is None else upstream
+        grad = ops.reshape(grad, ops.shape(flat))  # B, N, C
+        grad_sum = ops.sum(grad, axis=1)  # B, C
+        grad_out_kernel = ops.einsum("bnc,bnd->cd", y, grad)  # C', C
+        if shift is not None:
+            grad_out_kernel = grad_out_kernel + ops.einsum("bc,bd->cd", shift, grad_sum)
+        grad_y = matmul(grad, ops.transpose(out_kernel))  # B, N, C'
+        grad_y_sum = matmul(grad_sum, ops.transpose(out_kernel))  # B, C'
+        grad_context = ops.einsum("bnc,bnd->bcd", theta, grad_y)  # B, C', C' (theta^T dy)
+        if bias is not None:
+            grad_context = grad_context + theta_bias[:, None] * grad_y_sum[:, None, :]
+        grad_theta = ops.einsum("bnd,bcd->bnc", grad_y, context)  # B, N, C' (dy K^T)
+        grad_phi = matmul(g, ops.transpose(grad_context, (0, 2, 1)) / count)  # B, N, C'
+        grad_g = matmul(phi, grad_context / count)  # B, N, C'
+        grad_scale = None
+        if scale is not None:
+            grad_grid = ops.reshape(grad_y, (-1, height, width, inter))
+            grad_coefficients, _ = dct_coefficients(grad_grid, tuple(scale.shape))
+            position = dct_expand(grad_coefficients * scale[:, :, None], bases)  # L dy
+            grad_g = grad_g + ops.reshape(position, ops.shape(grad_g))
+            # <dy, E D E^T g>: the DC coefficient of g holds sqrt(N) b_g too.
+            grad_scale = ops.sum(grad_coefficients * coefficients, axis=(0, 3))  # kH, kW
+            if bias is not None:
+                corner = np.zeros(tuple(scale.shape))
+                corner[0, 0] = 1.0
+                grad_scale = grad_scale + ops.sum(grad_y_sum * g_bias) * ops.convert_to_tensor(
+                    corner, flat.dtype)
+        del grad_y
+        grads = [grad_theta, grad_phi, grad_g]
+        grad_kernel = ops.concatenate(
+            [ops.einsum("bnc,bnd->cd", flat, d) for d in grads], axis=1)  # C, 3C'
+        grad_x = grad
+        for d, k in zip(grads, kernels, strict=True):
+            grad_x = grad_x + matmul(d, ops.transpose(k))  # B, N, C
+        grad_bias = None
+        if bias is not None:
+            # d phi and d g are the GEMMs above plus these per-channel rows.
+            phi_row = ops.einsum("bcd,d->bc", grad_context, g_bias) / count  # B, C'
+            g_row = ops.einsum("c,bcd->bd", phi_bias, grad_context) / count  # B, C'
+            grad_kernel = grad_kernel + ops.concatenate(
+                [ops.zeros((channels, inter), flat.dtype),
+                 ops.einsum("bc,bd->cd", mean_x * count, phi_row),
+                 ops.einsum("bc,bd->cd", mean_x * count, g_row)], axis=1)
+            grad_g_bias = ops.einsum("bc,bcd->d", means[0] + phi_bias, grad_context)
+            if scale is not None:
+                grad_g_bias = grad_g_bias + scale[0, 0] * ops.sum(grad_y_sum, axis=0)
+            grad_bias = ops.concatenate(
+                [ops.einsum("bd,bcd->c", grad_y_sum, context),
+                 ops.einsum("bcd,bd->c", grad_context, means[1] + g_bias), grad_g_bias])
+            rows = matmul(phi_row, ops.transpose(kernels[1])) + matmul(
+                g_row, ops.transpose(kernels[2]))  # B, C
+            grad_x = grad_x + rows[:, None, :]
+        optional = [grad_bias, None if out_bias is None else ops.sum(grad_sum, axis=0),
+                    grad_scale]
+        return tuple([ops.reshape(grad_x, shape), grad_kernel, grad_out_kernel]
+                     + [d for d, here in zip(optional, present, strict=True) if here])
+
+    return ops.reshape(z, shape), backward
 
 
 def _output(y, flat, output_kernel, output_bias, shape, dtype):
