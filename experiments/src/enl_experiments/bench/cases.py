@@ -147,7 +147,10 @@ def lower_bound_bytes(implementation: str, side: int, config: BenchConfig, mode:
 
 
 def enl_floor_bytes(side: int, config: BenchConfig, mode: str) -> int:
-    """Bytes above the input live at the peak of ``enl_torch.ENL`` (its autograd function).
+    """Bytes above the input live at the peak of ENL's hand-written backward.
+
+    Both frameworks' float32 blocks keep the same tensors: ``enl_torch``'s
+    autograd function and ``enl_keras.ops.fused_enl`` (a custom gradient).
 
     Forward: the bias-free projection ``[theta0; phi0; g0]`` (3 C' N), ``y``
     (C' N) and the output z (C N) being written. Forward + backward: the saved

@@ -6,7 +6,8 @@ Rows with status "reported" carry a number with no goal: ENL's speed-up over
 NL and attention, beside the ratio of multiply-adds that bounds it.
 
 Memory: ENL's peak above the input is judged against the live tensors of
-enl_torch's ENL at its peak (:func:`enl_experiments.bench.cases.enl_floor_bytes`:
+ENL's hand-written backward at its peak, the same in torch and Keras
+(:func:`enl_experiments.bench.cases.enl_floor_bytes`:
 3.0x the input forward, 5.5x forward + backward at C' = C / 2), and every
 measured peak of every entry must be at least its lower bound
 (:func:`~enl_experiments.bench.cases.lower_bound_bytes`): a figure below it
