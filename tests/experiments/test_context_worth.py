@@ -4,6 +4,7 @@ generated strips whose answers are known."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -127,6 +128,22 @@ def test_data_of_another_name_is_refused(strips, tmp_path):
     run = _run_folder(tmp_path, data=str(tmp_path / "strip-context-64x256px-0-12-seed6"))
     with pytest.raises(ValueError, match="is not the data .* ran on .*seed6"):
         worth.worth([run], data=paths.root)
+
+
+def test_a_recorded_digest_checks_the_content_not_the_name(strips, tmp_path):
+    """A run that recorded its labels' sha256 accepts a renamed copy of its data
+    and refuses other data under its own folder name."""
+    paths, _ = strips
+    digest = context_eval.labels_digest(paths)
+    run = _run_folder(tmp_path, data=str(paths.root), data_sha256=digest)
+    copy = tmp_path / "renamed-copy"
+    shutil.copytree(paths.root, copy)
+    with pytest.raises(ValueError, match="baseline-seed0.*detections.json is missing"):
+        worth.worth([run], data=copy)  # past the data checks: only the detections are absent
+    other = tmp_path / "other" / paths.root.name
+    strip.generate_dataset(other, num_train=0, num_val=12, image_size=(64, 256), seed=6)
+    with pytest.raises(ValueError, match="holds other labels than the data .* sha256"):
+        worth.worth([run], data=other)
 
 
 def test_a_folder_that_is_no_dataset_is_named(tmp_path, capsys):

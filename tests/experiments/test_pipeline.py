@@ -20,7 +20,8 @@ import sys
 import numpy as np
 import pytest
 
-from enl_core.coco import METRICS
+from enl_core.coco import METRICS, find_dataset
+from enl_experiments.main import context_eval
 
 FIGURES = ("loss_curves.png", "ap_bars.png", "detections.png", "attention.png",
            "dct_filters.png", "context_reach.png")
@@ -77,6 +78,9 @@ def _check_results(result, run_dir, levels_and_grids, models=MODELS):
         assert all(b["auc"] is None or 0.0 <= b["auc"] <= 1.0
                    for bins in worth["auc_distance"].values() for b in bins)
     assert set(document["context_blind"]) == {"swimmer", "buoy"}
+    # The labels' digest, for worth's re-scoring check (context_eval.labels_digest).
+    data = find_dataset(document["meta"]["data"], "train2017", "val2017")
+    assert document["meta"]["data_sha256"] == context_eval.labels_digest(data)
     with np.load(run_dir / "runs" / "3enl_td-seed0" / "attention.npz") as arrays:
         maps = {key: arrays[key] for key in arrays.files if key.endswith("_map")}
     grids = sorted(m.shape for m in maps.values())

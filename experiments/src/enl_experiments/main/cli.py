@@ -285,7 +285,8 @@ def run(args) -> Path | None:
         "framework": args.framework,
         "profile": profile_name, "dataset": None if args.coco_dir else args.dataset,
         "split": None if args.coco_dir else args.split, "variants": list(models),
-        "data": str(data.root), "seeds": seeds,
+        "data": str(data.root), "data_sha256": context_eval.labels_digest(data),
+        "seeds": seeds,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
         f"{'x'.join(map(str, data.image_size or (profile.image_size,) * 2))} px)",

@@ -11,6 +11,7 @@ overall, per class and per distance to the changed object.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def dataset_name(design: str, split: str, profile, data_seed: int) -> str:
     height, width = canvas(design, profile)
     size = f"{height}px" if height == width else f"{height}x{width}px"
     return f"{design}-{split}-{size}-{profile.num_train}-{profile.num_val}-seed{data_seed}"
+
+
+def labels_digest(paths) -> str:
+    """sha256 of the validation annotations: the images' ids, sizes and boxes every
+    score is computed against. A run records it (``meta.data_sha256``), so a
+    re-scoring can tell the data it ran on from other data, whatever the folder
+    is called."""
+    return hashlib.sha256(Path(paths.val_annotations).read_bytes()).hexdigest()
 
 
 def generate(design: str, root: Path, profile, split: str, data_seed: int) -> None:

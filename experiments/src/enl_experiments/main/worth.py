@@ -70,11 +70,17 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
         if run_split is not None and run_split != split:
             raise ValueError(f"`data`: {data} is the {split!r} split, but {run} ran on the "
                              f"{run_split!r} split")
-        # The folder's name is the data's key (design, split, size, counts, seed:
-        # context_eval.dataset_name); the same split of another seed or size has
-        # other images under the same ids.
+        # The same split of another seed or size has other images under the same
+        # ids. A run that recorded its labels' digest is checked on the content;
+        # an older one on the folder's name, the data's key (design, split, size,
+        # counts, seed: context_eval.dataset_name).
         run_data = document["meta"].get("data")
-        if run_data is not None and Path(run_data).name != data.resolve().name:
+        digest = document["meta"].get("data_sha256")
+        if digest is not None:
+            if digest != context_eval.labels_digest(paths):
+                raise ValueError(f"`data`: {data} holds other labels than the data {run} ran "
+                                 f"on ({run_data}): its annotations' sha256 differs")
+        elif run_data is not None and Path(run_data).name != data.resolve().name:
             raise ValueError(f"`data`: {data} is not the data {run} ran on ({run_data}); "
                              f"pass the folder named {Path(run_data).name!r}")
     results: dict[str, list[dict]] = {model: [] for model in labels}
