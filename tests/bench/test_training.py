@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -109,3 +110,36 @@ def test_workers_time_steps_that_do_the_same_work(tmp_path):
     assert rows["+3ENL, TD"]["step_above_bytes"] >= rows["+3ENL, TD"]["lower_bound_bytes"] > 0
     first = [rows[v]["first_step_loss"] for v in rows]
     assert first[0] == pytest.approx(first[1], rel=1e-6, abs=0.0), first
+
+
+def test_model_garden_table_and_targets_say_what_they_measured():
+    rows = training_rows()
+    text = report.training_section({"variants": rows, "run": {"wall_s": 1.0}}, "keras")
+    assert "Model Garden" in text and "fixed counts" in text
+    assert "momentum and seed" not in text  # torch's restore-the-weights rule
+    names = [t.name for t in targets.training_targets(rows, "training_garden")]
+    assert names and all(name.startswith("[training_garden] ") for name in names)
+    results = {"sections": {"training_garden": {"variants": rows, "run": {"wall_s": 1.0}}}}
+    assert "[training_garden] +3ENL TD step time over the baseline (Mask R-CNN step)" in [
+        t.name for t in targets.all_targets(results)]
+
+
+@pytest.mark.garden
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc high-water mark")
+@pytest.mark.skipif(importlib.util.find_spec("official") is None, reason="Model Garden")
+def test_model_garden_worker_runs_a_real_training_step(tmp_path):
+    """The real Model Garden worker (own process), +3ENL TD at a small size: the
+    registered experiment's blocks are counted against the cost model, a step
+    runs, and its memory is at least what the blocks save."""
+    config = BenchConfig(image_size=(128, 192), train_steps=1, device="cpu")
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config.to_json()))
+    out = tmp_path / "row.json"
+    subprocess.run([sys.executable, "-m", "enl_experiments.bench.worker", "training",
+                    "--framework", "keras", "--variant", "+3ENL, TD", "--config",
+                    str(config_path), "--out", str(out)], check=True, timeout=900)
+    row = json.loads(out.read_text())
+    assert row["status"] == "ok" and row["framework"] == "keras"
+    assert row["experiment"] == "maskrcnn_resnetfpn_enl_coco" and row["input_size"] == [128, 192]
+    assert len(row["step_times_s"]) == 1 and all(map(math.isfinite, row["step_losses"]))
+    assert row["step_above_bytes"] >= row["lower_bound_bytes"] > 0

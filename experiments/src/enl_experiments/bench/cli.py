@@ -32,11 +32,13 @@ from enl_experiments.bench.config import (
 )
 from enl_experiments.common import extras, machine, proc
 
-SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800, "training": 1800}
+SECTION_TIMEOUT_S = {"torch": 3600, "keras": 3600, "detector": 1800, "training": 1800,
+                     "training_garden": 1800}
 # What each section's worker imports (top-level names), all from the `bench` extra.
 SECTION_MODULES = {"torch": ("torch", "enl_torch"), "keras": ("keras", "tensorflow", "enl_keras"),
                    "detectors": ("tensorflow", "tf_keras", "official", "enl_keras"),
-                   "training": ("torch", "torchvision", "enl_torch")}
+                   "training": ("torch", "torchvision", "enl_torch"),
+                   "training_garden": ("tensorflow", "tf_keras", "official", "enl_keras")}
 
 
 def _now() -> str:
@@ -178,16 +180,18 @@ class Runner:
                 "requested_size": "x".join(str(s) for s in config.image_size)}
 
 
-    def training(self, config: BenchConfig) -> dict:
-        """The training table: one fresh worker per variant."""
+    def training(self, config: BenchConfig, framework: str = "torch") -> dict:
+        """The training table of ``framework`` ("torch" or "keras", Model Garden):
+        one fresh worker per variant."""
         rows = []
         started = _now()
+        section = "training" if framework == "torch" else "training_garden"
         with measure.Contention() as contention:
             for variant in training.VARIANTS:
-                result = self.worker(["training", "--variant", variant], {},
-                                     SECTION_TIMEOUT_S["training"])
+                result = self.worker(["training", "--variant", variant, "--framework",
+                                      framework], {}, SECTION_TIMEOUT_S[section])
                 if "error" in result:
-                    self.log(f"[training] {variant}: {result['error']}")
+                    self.log(f"[{section}] {variant}: {result['error']}")
                     result = {"variant": variant, "status": "error", "reason": result["error"],
                               "input_size": list(config.image_size)}
                 rows.append(result)
@@ -246,13 +250,13 @@ def main(argv=None) -> int:
             for line in below:
                 runner.log(f"[detectors] eval memory below its lower bound: {line}")
             failed |= bool(below)
-        elif section == "training":
-            rows = runner.training(config)
-            results["sections"]["training"] = rows
+        elif section in ("training", "training_garden"):
+            rows = runner.training(config, "torch" if section == "training" else "keras")
+            results["sections"][section] = rows
             failed |= any(v.get("status") == "error" for v in rows["variants"])
             below = training.below_bound(rows["variants"])
             for variant in below:
-                runner.log(f"[training] step memory below its lower bound: {variant}")
+                runner.log(f"[{section}] step memory below its lower bound: {variant}")
             failed |= bool(below)
         else:
             results["sections"][section] = runner.scaling(section, config)

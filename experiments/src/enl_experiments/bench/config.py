@@ -24,7 +24,7 @@ QUICK_SIDES = (32, 64, 128)
 
 BLOCK_MODES = ("forward", "forward_backward")
 FRAMEWORKS = ("torch", "keras")
-SECTIONS = ("torch", "keras", "detectors", "training")
+SECTIONS = ("torch", "keras", "detectors", "training", "training_garden")
 DETECTORS = ("fasterrcnn", "maskrcnn")
 GIB = 1024**3
 

@@ -251,8 +251,8 @@ def _step_time(row: dict) -> str:
     return text
 
 
-def training_section(section: dict) -> str:
-    """The training-mode table: one Mask R-CNN SGD step per variant."""
+def training_section(section: dict, framework: str = "torch") -> str:
+    """The training-mode table: one Mask R-CNN step per variant, torch or Model Garden."""
     rows = section.get("variants")
     if not rows:
         return f"Not run: {section.get('error', 'section missing')}\n"
@@ -272,18 +272,30 @@ def training_section(section: dict) -> str:
             _mib(row["step_above_bytes"]),
             "-" if "memory_ratio" not in row else f"{row['memory_ratio'] - 1:+.1%}",
             bound + (" **(below!)**" if row.get("memory_below_bound") else ""), predicted])
-    out = [f"R50-FPN Mask R-CNN (enl_torch.detection, torchvision), {size[0]}x{size[1]}, "
-           f"batch 1, float32, training mode: one SGD step (forward, losses, backward, "
-           f"optimizer) on a synthetic image with two masked boxes, each variant in a fresh "
-           f"process. Run: {contention_text(section)}.", "",
+    if framework == "torch":
+        what = ("R50-FPN Mask R-CNN (enl_torch.detection, torchvision), "
+                f"{size[0]}x{size[1]}, batch 1, float32, training mode: one SGD step "
+                "(forward, losses, backward, optimizer) on a synthetic image with two masked "
+                "boxes")
+        timing = ("step time: the median of the steps after it, each from the same weights, "
+                  "momentum and seed (the same proposals and sampled RoIs), so their spread "
+                  "is the machine's")
+    else:
+        what = ("R50-FPN Mask R-CNN (Model Garden, the registered `enl_keras.garden` "
+                f"experiments), {size[0]}x{size[1]}, batch 1, float32: one step of the "
+                "task's `train_step` (forward, losses, backward, the experiment's optimizer) "
+                "in one `tf.function`, fed by the task's input pipeline with one generated "
+                "image")
+        timing = ("step time: the median of the steps after it; Model Garden pads the "
+                  "proposals, sampled RoIs and masks to fixed counts, so every step runs the "
+                  "same shapes")
+    out = [f"{what}, each variant in a fresh process. Run: {contention_text(section)}.", "",
            table(["variant", "step time: median (min-max)", "vs baseline",
                   "step memory above loaded MiB (RSS)", "vs baseline",
                   "lower bound MiB (saved affinities)", "blocks predicted MiB"], table_rows),
            "", "Step memory: the process's resident high-water during the first step above "
            "its resident size with the weights loaded and nothing run (activations, "
-           "gradients and the optimizer's momentum buffers); step time: the median of the "
-           "steps after it, each from the same weights, momentum and seed (the same "
-           "proposals and sampled RoIs), so their spread is the machine's. Lower bound: "
+           f"gradients and the optimizer's momentum buffers); {timing}. Lower bound: "
            "the affinities every block saves for the backward, all live when it starts, "
            "plus the largest block input (`enl_core.cost`). Blocks predicted: the block "
            "bench's forward + backward memory model summed over the blocks; a variant "
@@ -311,6 +323,8 @@ def render(results: dict) -> str:
            detector_section(sections.get("detectors", {})),
            "## 2. Training step (Mask R-CNN, torch)", "",
            training_section(sections.get("training", {})),
+           "## 2b. Training step (Mask R-CNN, Model Garden)", "",
+           training_section(sections.get("training_garden", {}), "keras"),
            "## 3. Block scaling", "",
            "Median wall time after warm-up (device-synchronised), peak memory above the "
            "inputs (CPU: process resident high-water, reset before the call; GPU: allocator "
@@ -376,6 +390,9 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
     if sections.get("training", {}).get("variants"):
         out += ["Training step (one SGD step, torch):", "",
                 training_section(sections["training"])]
+    if sections.get("training_garden", {}).get("variants"):
+        out += ["Training step (Model Garden):", "",
+                training_section(sections["training_garden"], "keras")]
     for framework, section in sections.items():
         if "entries" not in section:
             continue

@@ -249,3 +249,92 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     log(f"[training] {variant}: step {result['step_s']:.1f} s (median of {len(times)}, "
         f"{min(times):.1f}-{max(times):.1f} s)")
     return result
+
+
+def measure_garden_variant(variant: str, config: BenchConfig, log=print) -> dict:
+    """One Model Garden training step of one variant (own process; imports TensorFlow).
+
+    The variant's registered Mask R-CNN experiment (``enl_core.variants``:
+    R50-FPN, its own heads, sampler and optimizer), float32, no checkpoint,
+    batch 1 at the padded bench size, fed by the task's own input pipeline
+    from TFRecords of one generated image (``enl_experiments.dataset``,
+    converted by ``enl_keras.garden.data``), trained by the task's
+    ``train_step`` in one ``tf.function``. Model Garden pads the proposals,
+    the sampled RoIs and the sampled masks to fixed counts, so every step of
+    every variant runs the same shapes: no shared initialisation is needed for
+    the same work (torch's heads see as many RoIs as its RPN proposes).
+    Memory: the resident high-water of the first step above the resident
+    size with the model built, the optimizer made and the step traced.
+    """
+    import tempfile
+
+    from enl_experiments.bench import detectors as detectors_lib
+    from enl_experiments.bench import measure
+
+    height, width = config.padded_image_size
+    result = {"variant": variant, "framework": "keras", "input_size": [height, width],
+              "batch": 1, "predicted_block_bytes": predicted_block_bytes(variant, height, width),
+              "lower_bound_bytes": lower_bound_bytes(variant, height, width)}
+    import psutil
+
+    status, reason = feasibility(variant, height, width, int(config.memory_limit_gib * GIB),
+                                 psutil.virtual_memory().available)
+    if status != "run":
+        log(f"[training_garden] {variant}: {status} ({reason})")
+        return result | {"status": status, "reason": reason}
+    started = time.perf_counter()
+    import tensorflow as tf
+    from official.core import exp_factory, task_factory
+
+    import enl_keras.garden.registry_imports  # noqa: F401 - registers the ENL experiments
+    from enl_experiments.dataset import generate_dataset
+    from enl_keras.garden import layers as garden_layers
+    from enl_keras.garden.data import convert_coco_folder
+
+    name = detectors_lib.experiment_name("maskrcnn", variant)
+    with tempfile.TemporaryDirectory(prefix="enl-bench-garden-") as root:
+        generate_dataset(root, num_train=1, num_val=0, image_size=(height, width), seed=0)
+        convert_coco_folder(root, num_shards=1)
+        experiment = exp_factory.get_exp_config(name)
+        experiment.override({
+            "runtime": {"mixed_precision_dtype": "float32", "enable_xla": False},
+            "task": {"init_checkpoint": None, "model": {"input_size": [height, width, 3]},
+                     "train_data": {"input_path": f"{root}/tfrecords/train-*",
+                                    "global_batch_size": 1, "dtype": "float32",
+                                    "shuffle_buffer_size": 1,
+                                    "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0,
+                                               "aug_scale_max": 1.0}}}}, is_strict=True)
+        task = task_factory.get_task(experiment.task)
+        inputs = next(iter(task.build_inputs(experiment.task.train_data)))
+    tf.random.set_seed(0)
+    model = task.build_model()
+    optimizer = task.create_optimizer(experiment.trainer.optimizer_config, experiment.runtime)
+    blocks = [m for m in model.submodules
+              if isinstance(m, (garden_layers.ENL, garden_layers.NonLocal))]
+    expected = [channels for _, _, channels in BLOCK_LAYOUT[variant]]
+    if sorted(m.channels or 0 for m in blocks) != sorted(expected):
+        raise RuntimeError(f"{variant}: the built model has blocks with C = "
+                           f"{[m.channels for m in blocks]}, the cost model expects {expected}")
+    step = tf.function(lambda batch: task.train_step(batch, model, optimizer))
+    step.get_concrete_function(inputs)
+    result.update(experiment=name, params=int(model.count_params()),
+                  build_s=time.perf_counter() - started)
+    begin = time.perf_counter()
+    first: list[float] = []
+    result["step_above_bytes"] = measure.host_peak_above(
+        lambda: first.append(float(step(inputs)["loss"])), lambda: None)
+    result["first_step_s"] = time.perf_counter() - begin
+    result["first_step_loss"] = first[0]
+    log(f"[training_garden] {variant}: built and traced in {result['build_s']:.0f} s, first "
+        f"step {result['first_step_s']:.1f} s, peak above loaded "
+        f"{(result['step_above_bytes'] or 0) / 2**20:,.0f} MiB")
+    times, losses = [], []
+    for _ in range(config.train_steps):
+        begin = time.perf_counter()
+        losses.append(float(step(inputs)["loss"]))
+        times.append(time.perf_counter() - begin)
+    result.update(status="ok", step_s=statistics.median(times), step_times_s=times,
+                  step_losses=losses)
+    log(f"[training_garden] {variant}: step {result['step_s']:.1f} s (median of {len(times)}, "
+        f"{min(times):.1f}-{max(times):.1f} s)")
+    return result

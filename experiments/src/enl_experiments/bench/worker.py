@@ -46,7 +46,9 @@ def main(argv=None) -> int:
             parser.error("training needs --variant")
         from enl_experiments.bench import training
 
-        result = training.measure_variant(args.variant, config, _log)
+        measure = (training.measure_garden_variant if args.framework == "keras"
+                   else training.measure_variant)
+        result = measure(args.variant, config, _log)
     else:
         if not args.detector or not args.variant:
             parser.error("detector needs --detector and --variant")
