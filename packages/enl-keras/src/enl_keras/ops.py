@@ -306,12 +306,12 @@ def _fused_forward(x, kernel, bias, out_kernel, out_bias, scale, present):
                 grad_scale = grad_scale + ops.sum(grad_y_sum * g_bias) * ops.convert_to_tensor(
                     corner, flat.dtype)
         del grad_y
-        grads = [grad_theta, grad_phi, grad_g]
-        grad_kernel = ops.concatenate(
-            [ops.einsum("bnc,bnd->cd", flat, d) for d in grads], axis=1)  # C, 3C'
-        grad_x = grad
-        for d, k in zip(grads, kernels, strict=True):
-            grad_x = grad_x + matmul(d, ops.transpose(k))  # B, N, C
+        # One (N, 3C') gradient and one GEMM each for dW and dx: three dx GEMMs
+        # may run at once, each holding its own (N, C) output.
+        grad_projected = ops.concatenate([grad_theta, grad_phi, grad_g], axis=-1)  # B, N, 3C'
+        del grad_theta, grad_phi, grad_g
+        grad_kernel = ops.einsum("bnc,bnd->cd", flat, grad_projected)  # C, 3C'
+        grad_x = grad + matmul(grad_projected, ops.transpose(kernel))  # B, N, C
         grad_bias = None
         if bias is not None:
             # d phi and d g are the GEMMs above plus these per-channel rows.
