@@ -172,21 +172,39 @@ def shared_init_model(variant: str, height: int, width: int, torch, builder):
     return model
 
 
+def _planned_row(variant: str, height: int, width: int, config: BenchConfig, section: str,
+                 log, **fields) -> tuple[dict, bool]:
+    """A row's predictions and, for a variant that must not run, its final status:
+    ``(row, True)`` to go on measuring, ``(row with status and reason, False)``."""
+    import psutil
+
+    row = {"variant": variant, **fields, "input_size": [height, width], "batch": 1,
+           "predicted_block_bytes": predicted_block_bytes(variant, height, width),
+           "lower_bound_bytes": lower_bound_bytes(variant, height, width)}
+    status, reason = feasibility(variant, height, width, int(config.memory_limit_gib * GIB),
+                                 psutil.virtual_memory().available)
+    if status == "run":
+        return row, True
+    log(f"[{section}] {variant}: {status} ({reason})")
+    return row | {"status": status, "reason": reason}, False
+
+
+def _check_blocks(variant: str, channels: list) -> None:
+    """The built model's blocks must be those the cost model counts (by C)."""
+    expected = [c for _, _, c in BLOCK_LAYOUT[variant]]
+    if sorted(c or 0 for c in channels) != sorted(expected):
+        raise RuntimeError(f"{variant}: the built model has blocks with C = {channels}, the "
+                           f"cost model expects {expected}")
+
+
 def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     """One training step of one variant (runs in its own process; imports torch)."""
     from enl_experiments.bench import measure
 
     height, width = config.image_size
-    result = {"variant": variant, "input_size": [height, width], "batch": 1,
-              "predicted_block_bytes": predicted_block_bytes(variant, height, width),
-              "lower_bound_bytes": lower_bound_bytes(variant, height, width)}
-    import psutil
-
-    status, reason = feasibility(variant, height, width, int(config.memory_limit_gib * GIB),
-                                 psutil.virtual_memory().available)
-    if status != "run":
-        log(f"[training] {variant}: {status} ({reason})")
-        return result | {"status": status, "reason": reason}
+    result, runs = _planned_row(variant, height, width, config, "training", log)
+    if not runs:
+        return result
     started = time.perf_counter()
     import torch
 
@@ -196,11 +214,7 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     model = shared_init_model(variant, height, width, torch, maskrcnn_enl_resnet_fpn)
     model.train()
     blocks = [m for m in model.modules() if isinstance(m, (enl_torch.ENL, enl_torch.NonLocal))]
-    expected = [channels for _, _, channels in BLOCK_LAYOUT[variant]]
-    if sorted(m.in_channels for m in blocks) != sorted(expected):
-        raise RuntimeError(f"{variant}: the built model has blocks with C = "
-                           f"{[m.in_channels for m in blocks]}, the cost model expects "
-                           f"{expected}")
+    _check_blocks(variant, [m.in_channels for m in blocks])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
     images = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))]
     targets = [_synthetic_target(height, width, torch)]
@@ -272,16 +286,10 @@ def measure_garden_variant(variant: str, config: BenchConfig, log=print) -> dict
     from enl_experiments.bench import measure
 
     height, width = config.padded_image_size
-    result = {"variant": variant, "framework": "keras", "input_size": [height, width],
-              "batch": 1, "predicted_block_bytes": predicted_block_bytes(variant, height, width),
-              "lower_bound_bytes": lower_bound_bytes(variant, height, width)}
-    import psutil
-
-    status, reason = feasibility(variant, height, width, int(config.memory_limit_gib * GIB),
-                                 psutil.virtual_memory().available)
-    if status != "run":
-        log(f"[training_garden] {variant}: {status} ({reason})")
-        return result | {"status": status, "reason": reason}
+    result, runs = _planned_row(variant, height, width, config, "training_garden", log,
+                                framework="keras")
+    if not runs:
+        return result
     started = time.perf_counter()
     import tensorflow as tf
     from official.core import exp_factory, task_factory
@@ -311,10 +319,7 @@ def measure_garden_variant(variant: str, config: BenchConfig, log=print) -> dict
     optimizer = task.create_optimizer(experiment.trainer.optimizer_config, experiment.runtime)
     blocks = [m for m in model.submodules
               if isinstance(m, (garden_layers.ENL, garden_layers.NonLocal))]
-    expected = [channels for _, _, channels in BLOCK_LAYOUT[variant]]
-    if sorted(m.channels or 0 for m in blocks) != sorted(expected):
-        raise RuntimeError(f"{variant}: the built model has blocks with C = "
-                           f"{[m.channels for m in blocks]}, the cost model expects {expected}")
+    _check_blocks(variant, [m.channels for m in blocks])
     step = tf.function(lambda batch: task.train_step(batch, model, optimizer))
     step.get_concrete_function(inputs)
     result.update(experiment=name, params=int(model.count_params()),
