@@ -214,9 +214,10 @@ def fused_enl(x, projection_kernel, projection_bias, output_kernel, output_bias,
     x (the caller's input), ``theta0, phi0, g0`` (3 C' N), ``y0`` (C' N), the
     DCT coefficients of g0 (kH kW C') and C' x C' / C' / C tensors: nothing
     N x N, nothing recomputed. The backward builds ``dy`` (C' N), the three
-    projection gradients (3 C' N) and dx (C N), again with the bias terms as
-    constants. Enabled by :func:`enl` for float32 / float64 inputs on every
-    backend (``keras.ops.custom_gradient``).
+    projection gradients, joined into one (N, 3C') tensor for one dW and one dx
+    GEMM (three dx GEMMs may run at once, each holding an (N, C) output), and
+    dx (C N), again with the bias terms as constants. Enabled by :func:`enl`
+    for float32 / float64 inputs on every backend (``keras.ops.custom_gradient``).
     """
     shape = ops.shape(x)
     height, width = shape[1], shape[2]
