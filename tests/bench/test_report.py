@@ -104,3 +104,53 @@ def test_profiles_of_every_grid_are_rendered():
     assert "- forward, N = 16,384, 3 calls, 500 ms in total: `aten::bmm` 75% (6 calls)." in text
     assert "- forward, N = 65,536, 3 calls, 500 ms in total: `aten::copy_` 75%" in text
     assert "- forward + backward: N = 65,536: RuntimeError: boom" in text
+
+
+def _machine(cpu):
+    return {"cpu": cpu, "logical_cores": 2, "memory_bytes": 24 * 2**30, "gpus": []}
+
+
+def test_record_section_stamps_the_machine_and_keeps_earlier_stamps():
+    results = _results()
+    results["sections"]["detectors"]["run"]["machine"] = _machine("old cpu")
+    results["meta"]["machine"] = _machine("new cpu")
+    section = cli.record_section(results, "training", {"variants": [], "run": {"wall_s": 1.0}})
+    assert results["sections"]["training"] is section
+    assert section["run"] == {"wall_s": 1.0, "machine": _machine("new cpu"),
+                              "command": "python -m enl_experiments.bench"}
+    assert results["sections"]["detectors"]["run"]["machine"]["cpu"] == "old cpu"
+    # A section without a run record (a scaling error) gets one.
+    assert cli.record_section(results, "keras", {"error": "boom"})["run"]["machine"]["cpu"] \
+        == "new cpu"
+
+
+def test_one_machine():
+    results = _results()
+    assert report.one_machine(results)  # nothing recorded: meta stands for all (old results)
+    for section in results["sections"].values():
+        section.setdefault("run", {})["machine"] = _machine("test cpu")
+    assert report.one_machine(results)
+    results["sections"]["torch"]["run"]["machine"] = _machine("other cpu")
+    assert not report.one_machine(results)
+    del results["sections"]["torch"]["run"]["machine"]
+    assert not report.one_machine(results)  # recorded and unrecorded: not one machine
+
+
+def test_readme_names_each_sections_machine_when_they_differ(tmp_path, capsys):
+    results = _results()
+    results["sections"]["torch"].setdefault("run", {})["machine"] = _machine("cpu A")
+    results["sections"]["detectors"]["run"].update(machine=_machine("cpu B"),
+                                                    command="python -m x --sections detectors")
+    results["meta"]["machine"] = _machine("cpu B")
+    text = report.readme(results)
+    head = text.splitlines()[0]
+    assert head.startswith("Merged from runs on different machines (the last: ")
+    assert "torch " in head and "UTC on cpu A (2 logical cores, 24 GiB, no GPU)" in head
+    assert "UTC on cpu B (2 logical cores, 24 GiB, no GPU), by `python -m x --sections " in head
+    assert "Sections merged from other runs: torch on cpu A" in report.render(results)
+    # One machine throughout: the header names it once.
+    results["sections"]["torch"]["run"]["machine"] = _machine("cpu B")
+    head = report.readme(results).splitlines()[0]
+    assert head.startswith("Measured by `python -m enl_experiments.bench` on cpu B (2 logical")
+    assert " on cpu" not in head.split("sections run at:")[1]
+    assert "Sections merged" not in report.render(results)

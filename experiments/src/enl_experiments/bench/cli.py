@@ -206,6 +206,19 @@ def write_outputs(results: dict, out_dir: str) -> None:
         handle.write(report.render(results))
 
 
+def record_section(results: dict, name: str, section: dict) -> dict:
+    """Stores ``section`` as ``results["sections"][name]``, stamped with this run's
+    machine and command (``section["run"]``), and returns it.
+
+    ``--sections`` merges into an earlier ``results.json``, whose other sections
+    may come from another run on another machine: ``meta`` names only the last
+    run, so each section carries its own (:func:`report.one_machine`).
+    """
+    section.setdefault("run", {}).update(machine=results["meta"]["machine"],
+                                         command=results["meta"]["command"])
+    results["sections"][name] = section
+    return section
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -243,25 +256,24 @@ def main(argv=None) -> int:
     for section in config.sections:
         runner.log(f"[bench] section {section}")
         if section == "detectors":
-            results["sections"]["detectors"] = runner.detectors(config)
-            variants = results["sections"]["detectors"]["variants"]
+            variants = record_section(results, section, runner.detectors(config))["variants"]
             failed |= any(v.get("status") == "error" for v in variants)
             below = targets.detectors_below_bound(variants)
             for line in below:
                 runner.log(f"[detectors] eval memory below its lower bound: {line}")
             failed |= bool(below)
         elif section in ("training", "training_garden"):
-            rows = runner.training(config, "torch" if section == "training" else "keras")
-            results["sections"][section] = rows
+            rows = record_section(results, section, runner.training(
+                config, "torch" if section == "training" else "keras"))
             failed |= any(v.get("status") == "error" for v in rows["variants"])
             below = training.below_bound(rows["variants"])
             for variant in below:
                 runner.log(f"[{section}] step memory below its lower bound: {variant}")
             failed |= bool(below)
         else:
-            results["sections"][section] = runner.scaling(section, config)
-            failed |= "error" in results["sections"][section]
-            below = targets.below_lower_bound(results["sections"][section])
+            scaled = record_section(results, section, runner.scaling(section, config))
+            failed |= "error" in scaled
+            below = targets.below_lower_bound(scaled)
             for line in below:
                 runner.log(f"[{section}] peak memory below its lower bound: {line}")
             failed |= bool(below)

@@ -315,7 +315,11 @@ def render(results: dict) -> str:
            f"{'quick (BENCH_QUICK=1)' if config.get('quick') else 'default'}.",
            f"Machine: {machine.get('cpu', '?')}, {machine.get('logical_cores', '?')} logical "
            f"cores, {machine.get('memory_bytes', 0) / 2**30:.0f} GiB; load average at start "
-           f"{machine.get('load_average', '?')}.",
+           f"{machine.get('load_average', '?')}."
+           + ("" if one_machine(results) else
+              " Sections merged from other runs: " + "; ".join(
+                  f"{name} on {_where(section)}" for name, section in sections.items())
+              + "."),
            f"Blocks: C = {config.get('channels')}, C' = {config.get('inter_channels')}, "
            f"batch {config.get('batch')}, float32; N = side^2 for sides {config.get('sides')}.",
            "", "## Targets", "", targets_section(results), "",
@@ -342,6 +346,43 @@ def render(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def machine_text(machine: dict) -> str:
+    """A :func:`enl_experiments.common.machine.machine_info` record in a few words."""
+    gpus = machine.get("gpus") or []
+    return (f"{machine.get('cpu', '?')} ({machine.get('logical_cores', '?')} logical cores, "
+            f"{machine.get('memory_bytes', 0) / 2**30:.0f} GiB, "
+            f"{f'{len(gpus)} GPU' if gpus else 'no GPU'})")
+
+
+def _same_machine(first: dict, second: dict) -> bool:
+    return (first.get("cpu"), first.get("logical_cores"),
+            round(first.get("memory_bytes", 0) / 2**30)) == (
+        second.get("cpu"), second.get("logical_cores"),
+        round(second.get("memory_bytes", 0) / 2**30))
+
+
+def one_machine(results: dict) -> bool:
+    """True when every section ran on ``meta``'s machine, as far as they record it.
+
+    Sections record their machine (``run.machine``, :func:`cli.record_section`);
+    results written before they did record none, and then ``meta``'s stands for
+    all. A mix of recorded and unrecorded sections is not one machine.
+    """
+    machine = results.get("meta", {}).get("machine", {})
+    recorded = [section.get("run", {}).get("machine")
+                for section in results.get("sections", {}).values()]
+    if all(record is None for record in recorded):
+        return True
+    return all(record is not None and _same_machine(record, machine) for record in recorded)
+
+
+def _where(section: dict) -> str:
+    record = section.get("run", {}).get("machine")
+    if record is None:
+        return "a machine not recorded"
+    command = section.get("run", {}).get("command")
+    return machine_text(record) + (f", by `{command}`" if command else "")
+
 def summary(results: dict) -> str:
     """The short text printed at the end of ``make bench``."""
     lines = ["ENL bench summary"]
@@ -361,12 +402,16 @@ def readme(results: dict, sizes=(16384, 65536)) -> str:
     meta = results.get("meta", {})
     machine = meta.get("machine", {})
     sections = results.get("sections", {})
-    out = [f"Measured by `{meta.get('command', '?')}` on {machine.get('cpu', '?')} "
-           f"({machine.get('logical_cores', '?')} logical cores, "
-           f"{machine.get('memory_bytes', 0) / 2**30:.0f} GiB, no GPU), sections run at: "
-           + "; ".join(f"{name} {section.get('run', {}).get('started', '?')} UTC "
-                       f"({contention_text(section).split(', started')[0]})"
-                       for name, section in sections.items()) + ".", ""]
+    def when(name, section):
+        where = "" if one_machine(results) else f" on {_where(section)}"
+        return (f"{name} {section.get('run', {}).get('started', '?')} UTC{where} "
+                f"({contention_text(section).split(', started')[0]})")
+
+    head = (f"Measured by `{meta.get('command', '?')}` on {machine_text(machine)}"
+            if one_machine(results) else
+            f"Merged from runs on different machines (the last: `{meta.get('command', '?')}`)")
+    out = [head + ", sections run at: "
+           + "; ".join(when(name, section) for name, section in sections.items()) + ".", ""]
     variants = sections.get("detectors", {}).get("variants")
     if variants:
         rows = []
