@@ -147,7 +147,8 @@ def test_readme_names_each_sections_machine_when_they_differ(tmp_path, capsys):
     assert head.startswith("Merged from runs on different machines (the last: ")
     assert "torch " in head and "UTC on cpu A (2 logical cores, 24 GiB, no GPU)" in head
     assert "UTC on cpu B (2 logical cores, 24 GiB, no GPU), by `python -m x --sections " in head
-    assert "Sections merged from other runs: torch on cpu A" in report.render(results)
+    assert ("Sections merged from runs on other machines, each on its own: torch on cpu A"
+            in report.render(results))
     # One machine throughout: the header names it once.
     results["sections"]["torch"]["run"]["machine"] = _machine("cpu B")
     head = report.readme(results).splitlines()[0]

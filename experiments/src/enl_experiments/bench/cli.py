@@ -219,6 +219,7 @@ def record_section(results: dict, name: str, section: dict) -> dict:
     results["sections"][name] = section
     return section
 
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

@@ -317,7 +317,7 @@ def render(results: dict) -> str:
            f"cores, {machine.get('memory_bytes', 0) / 2**30:.0f} GiB; load average at start "
            f"{machine.get('load_average', '?')}."
            + ("" if one_machine(results) else
-              " Sections merged from other runs: " + "; ".join(
+              " Sections merged from runs on other machines, each on its own: " + "; ".join(
                   f"{name} on {_where(section)}" for name, section in sections.items())
               + "."),
            f"Blocks: C = {config.get('channels')}, C' = {config.get('inter_channels')}, "
@@ -382,6 +382,7 @@ def _where(section: dict) -> str:
         return "a machine not recorded"
     command = section.get("run", {}).get("command")
     return machine_text(record) + (f", by `{command}`" if command else "")
+
 
 def summary(results: dict) -> str:
     """The short text printed at the end of ``make bench``."""
