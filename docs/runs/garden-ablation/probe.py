@@ -30,7 +30,7 @@ from official.core import exp_factory, task_factory  # noqa: E402
 from official.vision.configs import maskrcnn as garden_maskrcnn  # noqa: E402
 
 import enl_keras.garden.registry_imports  # noqa: E402, F401
-from enl_experiments.bench import detectors, measure  # noqa: E402
+from enl_experiments.bench import detectors, measure, training  # noqa: E402
 from enl_experiments.dataset import generate_dataset  # noqa: E402
 from enl_keras import ops as enl_ops  # noqa: E402
 from enl_keras.garden.configs import maskrcnn as enl_configs  # noqa: E402
@@ -59,13 +59,7 @@ if mode == "3enl_td_unfused":
 root = tempfile.mkdtemp(prefix="garden-ablation-")
 generate_dataset(root, num_train=1, num_val=0, image_size=(height, width), seed=0)
 convert_coco_folder(root, num_shards=1)
-experiment.override({
-    "runtime": {"mixed_precision_dtype": "float32", "enable_xla": False},
-    "task": {"init_checkpoint": None, "model": {"input_size": [height, width, 3]},
-             "train_data": {"input_path": f"{root}/tfrecords/train-*", "global_batch_size": 1,
-                            "dtype": "float32", "shuffle_buffer_size": 1,
-                            "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0,
-                                       "aug_scale_max": 1.0}}}}, is_strict=True)
+experiment.override(training.garden_step_override(root, height, width), is_strict=True)
 task = task_factory.get_task(experiment.task)
 inputs = next(iter(task.build_inputs(experiment.task.train_data)))
 tf.random.set_seed(0)

@@ -265,6 +265,20 @@ def measure_variant(variant: str, config: BenchConfig, log=print) -> dict:
     return result
 
 
+def garden_step_override(root: str, height: int, width: int) -> dict:
+    """The override that makes a Model Garden experiment the bench's training step:
+    float32, no XLA, no checkpoint, input ``height x width``, batch 1 from the
+    TFRecords under ``root/tfrecords`` with no augmentation."""
+    return {
+        "runtime": {"mixed_precision_dtype": "float32", "enable_xla": False},
+        "task": {"init_checkpoint": None, "model": {"input_size": [height, width, 3]},
+                 "train_data": {"input_path": f"{root}/tfrecords/train-*",
+                                "global_batch_size": 1, "dtype": "float32",
+                                "shuffle_buffer_size": 1,
+                                "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0,
+                                           "aug_scale_max": 1.0}}}}
+
+
 def measure_garden_variant(variant: str, config: BenchConfig, log=print) -> dict:
     """One Model Garden training step of one variant (own process; imports TensorFlow).
 
@@ -304,14 +318,7 @@ def measure_garden_variant(variant: str, config: BenchConfig, log=print) -> dict
         generate_dataset(root, num_train=1, num_val=0, image_size=(height, width), seed=0)
         convert_coco_folder(root, num_shards=1)
         experiment = exp_factory.get_exp_config(name)
-        experiment.override({
-            "runtime": {"mixed_precision_dtype": "float32", "enable_xla": False},
-            "task": {"init_checkpoint": None, "model": {"input_size": [height, width, 3]},
-                     "train_data": {"input_path": f"{root}/tfrecords/train-*",
-                                    "global_batch_size": 1, "dtype": "float32",
-                                    "shuffle_buffer_size": 1,
-                                    "parser": {"aug_rand_hflip": False, "aug_scale_min": 1.0,
-                                               "aug_scale_max": 1.0}}}}, is_strict=True)
+        experiment.override(garden_step_override(root, height, width), is_strict=True)
         task = task_factory.get_task(experiment.task)
         inputs = next(iter(task.build_inputs(experiment.task.train_data)))
     tf.random.set_seed(0)
