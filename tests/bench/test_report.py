@@ -155,3 +155,12 @@ def test_readme_names_each_sections_machine_when_they_differ(tmp_path, capsys):
     assert head.startswith("Measured by `python -m enl_experiments.bench` on cpu B (2 logical")
     assert " on cpu" not in head.split("sections run at:")[1]
     assert "Sections merged" not in report.render(results)
+
+
+def test_readme_and_report_only_name_out_when_it_holds_no_results(tmp_path, capsys):
+    for flag in ("--readme", "--report-only"):
+        assert cli.main([flag, "--out", str(tmp_path / "empty")]) == 2
+        error = capsys.readouterr().err
+        assert f"bench FAILED: {flag} reads an earlier run" in error
+        assert "`--out`" in error and "empty" in error and "results.json" in error
+    assert not (tmp_path / "empty").exists()  # nothing created for a report of nothing

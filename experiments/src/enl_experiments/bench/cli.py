@@ -222,8 +222,13 @@ def record_section(results: dict, name: str, section: dict) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
+    if (args.readme or args.report_only) and not os.path.isfile(results_path):
+        flag = "--readme" if args.readme else "--report-only"
+        print(f"bench FAILED: {flag} reads an earlier run, but `--out` {args.out!r} holds no "
+              "results.json", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
     if args.readme:
         with open(results_path) as handle:
             print(report.readme(json.load(handle)))
