@@ -182,3 +182,55 @@ def test_fused_path_copies_no_activation():
                        fused=False).backward(upstream)
     assert any(e.name == "aten::copy_" and e.input_shapes
                and math.prod(e.input_shapes[0] or [0]) >= threshold for e in plain.events())
+
+
+def _backward_allocations(module, x, upstream, threshold: int) -> list[int]:
+    """Bytes of each allocation of ``threshold`` bytes or more that the fused
+    backward's own ops make (profiler memory records)."""
+    module(x).backward(upstream)  # warm-up
+    with profile(profile_memory=True, record_shapes=True) as recorded:
+        module(x).backward(upstream)
+
+    def inside_backward(event) -> bool:
+        while event is not None:
+            if event.name == "_FusedENLBackward":
+                return True
+            event = event.cpu_parent
+        return False
+
+    return sorted(e.self_cpu_memory_usage for e in recorded.events()
+                  if e.self_cpu_memory_usage >= threshold and inside_backward(e))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_backward_allocates_only_dx_and_the_projection_gradient(batch):
+    """At activation size the backward allocates dx (B, C, N) and the
+    projection gradient (B, 3C', N), nothing else: dy (B, C', N) is computed
+    in the front of dx's buffer, so no C' x N block is freed before dx is
+    written (a hole the heap cannot give to dx, resident but not live)."""
+    channels, inter, side = 16, 8, 32
+    n = side * side
+    module = enl_torch.ENL(channels, inter, zero_init=False, dct_weights="learnable")
+    x = torch.randn(batch, channels, side, side, requires_grad=True)
+    allocations = _backward_allocations(module, x, torch.randn_like(x), batch * inter * n * 4)
+    assert allocations == sorted([batch * channels * n * 4, batch * 3 * inter * n * 4]), \
+        allocations
+
+
+def test_fused_backward_with_more_inter_channels_than_channels():
+    """C' > C: dy does not fit in dx and gets its own buffer; same numbers as
+    the plain path, also for an expanded upstream gradient (``z.sum()``)."""
+    arguments = _arguments(4, 2, (4, 5), True, "learnable", channels=3, inter=5)
+    for loss in (lambda z: z.sum(), lambda z: z.square().sum()):
+        grads = [torch.autograd.grad(loss(_call(arguments, True, fused)), _leaves(arguments))
+                 for fused in (True, False)]
+        for fused, plain in zip(*grads, strict=True):
+            assert_close(fused.numpy(), plain.numpy(), "float64", gradient=True)
+    leaves = _leaves(arguments)
+
+    def fn(*values):
+        replaced = iter(values)
+        return _call([next(replaced) if t is not None and t.requires_grad else t
+                      for t in arguments], True, fused=True)
+
+    assert torch.autograd.gradcheck(fn, tuple(leaves), fast_mode=True)

@@ -241,6 +241,19 @@ def _add_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) ->
     return out
 
 
+def _product_sum(left: torch.Tensor, right: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out + sum_b left[b] @ right[b]``, (B, M, K) @ (B, K, N) -> (M, N),
+    accumulated in one buffer (a weight gradient: no (B, M, N) stack, no
+    temporaries beside it). ``out`` None starts from zero."""
+    start = 0
+    if out is None:
+        out, start = torch.mm(left[0], right[0]), 1
+    for index in range(start, left.shape[0]):
+        out.addmm_(left[index], right[index])
+    return out
+
+
 def _accumulate_position(out: torch.Tensor, source: torch.Tensor, height: int, width: int,
                          dct_size: tuple[int, int],
                          dct_weights: torch.Tensor | None) -> torch.Tensor:
@@ -278,7 +291,10 @@ class _FusedENL(torch.autograd.Function):
     The backward does the same with the constants of ``d phi`` and ``d g``.
     Saved: x (the caller's input), the bias-free projection ``[theta0; phi0;
     g0]`` (3 C' x N), ``y0`` (C' x N), the DCT coefficients of g0 (C' x kH kW)
-    and C' x C' / C' / C vectors: nothing N x N, no recomputation.
+    and C' x C' / C' / C vectors: nothing N x N, no recomputation. The
+    backward allocates two activations, the projection gradient (3 C' x N)
+    and dx (C x N), whose buffer first holds dy (C' x N, when C' <= C); the
+    weight gradients accumulate per batch element into one buffer each.
     """
 
     @staticmethod
@@ -326,11 +342,19 @@ class _FusedENL(torch.autograd.Function):
         inter = out_weight.shape[1]
         theta, phi, g = projected.split(inter, dim=1)  # B, C', N each (bias-free)
         grad_sum = grad.sum(dim=2)  # B, C
-        grad_out_weight = torch.bmm(grad, y.transpose(1, 2)).sum(0)  # C, C'
-        if shift is not None:
-            grad_out_weight = grad_out_weight + grad_sum.t() @ shift
+        grad_out_weight = _product_sum(grad, y.transpose(1, 2),
+                                       None if shift is None else grad_sum.t() @ shift)  # C, C'
         grad_out_bias = None if out_bias is None else grad_sum.sum(0)
-        grad_y = torch.bmm(out_weight.t().expand(batch, -1, -1), grad)  # B, C', N
+        # dy lives in the front of dx's buffer when it fits (C' <= C): it is
+        # dead before dx is written, and a dy of its own would leave a C' x N
+        # hole in the heap that dx cannot reuse (resident memory, not live).
+        grad_x_storage = None
+        if ctx.needs_input_grad[0] and inter <= flat.shape[1]:
+            grad_x_storage = torch.empty(flat.numel(), dtype=grad.dtype, device=grad.device)
+            grad_y = grad_x_storage[:batch * inter * n].view(batch, inter, n)
+            torch.bmm(out_weight.t().expand(batch, -1, -1), grad, out=grad_y)  # B, C', N
+        else:
+            grad_y = torch.bmm(out_weight.t().expand(batch, -1, -1), grad)  # B, C', N
         grad_y_sum = grad_sum @ out_weight  # B, C'
         grad_context = torch.bmm(grad_y, theta.transpose(1, 2))  # B, C', C'
         if bias is not None:
@@ -364,17 +388,19 @@ class _FusedENL(torch.autograd.Function):
             grad_bias = torch.cat([_matvec(context.transpose(1, 2), grad_y_sum),
                                    _matvec(grad_context_t, g_mean + g_bias),
                                    grad_g_bias], dim=1).sum(0)  # 3C'
-        grad_weight = torch.bmm(grad_projected, flat.transpose(1, 2)).sum(0)  # 3C', C
-        if shift_rows is not None:
-            grad_weight = grad_weight + n * shift_rows.t() @ mean_x
+        grad_weight = _product_sum(grad_projected, flat.transpose(1, 2),
+                                   None if shift_rows is None
+                                   else n * shift_rows.t() @ mean_x)  # 3C', C
         grad_x = None
         if ctx.needs_input_grad[0]:
             weights_t = weight.t().expand(batch, -1, -1)
+            grad_x = (torch.empty_like(flat, memory_format=torch.contiguous_format)
+                      if grad_x_storage is None else grad_x_storage.view(flat.shape))
             if shift_rows is None:
-                grad_x = torch.baddbmm(grad, weights_t, grad_projected)  # B, C, N
+                grad_x.copy_(grad)
             else:
-                grad_x = _add_product_(grad + (shift_rows @ weight).unsqueeze(2), weights_t,
-                                       grad_projected)  # B, C, N
+                torch.add(grad, (shift_rows @ weight).unsqueeze(2), out=grad_x)
+            _add_product_(grad_x, weights_t, grad_projected)  # B, C, N
         return (grad_x, grad_weight, grad_bias, grad_out_weight, grad_out_bias, grad_dct,
                 None, None, None, None)
 
