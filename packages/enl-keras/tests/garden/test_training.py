@@ -11,6 +11,13 @@ input, and FPN features are not normalised before the blocks); without a clip
 the gradient norm spikes and some runs reach NaN after ~15 steps, while
 Model Garden's baseline FPN trains smoothly. ``global_clipnorm`` is Model
 Garden's own optimizer option (``trainer.optimizer_config.optimizer.sgd``).
+
+Why the seeds: the trajectory was once drawn from unseeded weights, and one
+CI run drew a start whose loss spiked in mid-run (5.6 -> 7.3 -> 3.5), failing
+the fall check by a few percent. Now the weights and the batch are drawn with
+fixed seeds; with seeds 0-5 the mean of the last three losses was 0.49-0.69x
+that of the first three (16 steps, measured 2026-12-07), against the check's
+0.8.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from enl_core.testing import assert_close
 pytestmark = pytest.mark.garden
 
 tf = pytest.importorskip("tensorflow")
+tf_keras = pytest.importorskip("tf_keras")
 
 EXPERIMENT = "maskrcnn_resnetfpn_enl_coco"
 STEPS = 16
 CLIP_NORM = 10.0
+TRAJECTORY_SEED = 0
 
 
 def _optimizer(task, config):
@@ -43,7 +52,11 @@ def _train_step(task, model, optimizer):
 
 @pytest.fixture(scope="module")
 def trajectory(built_experiments, tmp_path_factory):
-    config, task, model = built_experiments(EXPERIMENT)
+    config, task, model = built_experiments(EXPERIMENT)  # weights drawn with a fixed seed
+    # The input pipeline's sampling (RPN anchors) and the step's op seeds come
+    # from the global seed too: with it fixed here, the trajectory does not
+    # depend on the tests that ran before.
+    tf_keras.utils.set_random_seed(TRAJECTORY_SEED)
     batch = next(iter(task.build_inputs(config.task.train_data)))  # both train images
     optimizer = _optimizer(task, config)
     step = tf.function(_train_step(task, model, optimizer))
