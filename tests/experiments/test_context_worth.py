@@ -22,6 +22,29 @@ def strips(tmp_path_factory):
     return paths, context_eval.small_objects(paths)
 
 
+@pytest.mark.parametrize("split", ["context", "control"])
+def test_small_objects_of_each_subset_are_its_annotations_and_look_alikes(tmp_path, split):
+    strip.generate_dataset(tmp_path, num_train=4, num_val=3, image_size=(64, 256), seed=2,
+                           split=split, twins=False)
+    paths = find_dataset(tmp_path, "train2017", "val2017")
+    found = {subset: context_eval.small_objects(paths, subset) for subset in ("train", "val")}
+    assert context_eval.small_objects(paths) == found["val"]
+    for subset, annotation_file in (("train", paths.train_annotations),
+                                    ("val", paths.val_annotations)):
+        document = json.loads(annotation_file.read_text())
+        written = sorted((a["image_id"], a["category_id"], tuple(a["bbox"]))
+                         for a in document["annotations"] if a["category_id"] != strip.PERSON)
+        annotated = sorted((image_id, o["category_id"], tuple(o["bbox"]))
+                           for image_id, entries in found[subset].items() for o in entries
+                           if o["label"])
+        assert annotated == written, subset
+        assert any(not o["label"] for e in found[subset].values() for o in e)
+    # Image ids restart at 1 in each subset: the two must be other strips.
+    assert found["train"][1] != found["val"][1]
+    with pytest.raises(ValueError, match="`subset`.*'twin'"):
+        context_eval.small_objects(paths, "twin")
+
+
 def _labelled(objects, score_of):
     return [{"image_id": image_id, "category_id": o["category_id"], "bbox": list(o["bbox"]),
              "score": score_of(o)} for image_id, entries in objects.items() for o in entries]

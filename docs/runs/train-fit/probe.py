@@ -9,8 +9,8 @@ score AUC between annotated objects and their look-alikes on the training
 strips beside the same AUC on the validation strips (the run's own
 ``detections.json``), and the training AUC by the distance to the deciding
 object. Nothing is retrained; the AUC is ``enl_experiments.main.flip_rate.score_auc``
-and the objects come from ``enl_experiments.context_dataset.small_objects``
-(subset code 0: train, 1: validation), the code the main job scores with.
+and the objects come from ``enl_experiments.main.context_eval.small_objects``
+(``"train"`` or ``"val"``), the code the main job scores with.
 
 A model that learnt the rule scores above 50% on both; one that memorised its
 training strips, above 50% on train only; one that ignores context, 50% on
@@ -30,22 +30,9 @@ import sys
 from pathlib import Path
 
 from enl_core.coco import find_dataset, load_detections
-from enl_experiments import context_dataset
 from enl_experiments.common import proc
 from enl_experiments.main import context_eval, flip_rate, report
 from enl_experiments.main.variants import GARDEN_EXPERIMENTS
-
-
-def objects_of(annotations: Path, subset_code: int) -> dict[int, list[dict]]:
-    """Every small object (look-alikes too) of the strips in ``annotations``, by image id."""
-    document = json.loads(annotations.read_text())
-    info = document["info"]
-    if info.get("design") != "strip":
-        raise ValueError(f"`annotations`: {annotations} is not the strip design")
-    return {int(image["id"]): context_dataset.small_objects(
-                int(info["seed"]), subset_code, int(image["id"]) - 1, int(image["height"]),
-                int(image["width"]), info["split"])
-            for image in document["images"]}
 
 
 def auc(objects, detections, names) -> dict[str, float | None]:
@@ -74,8 +61,11 @@ def main(argv=None) -> int:
         paths = find_dataset(data)
         names = context_eval._context_names(paths)
         width = context_eval._width(paths)
-        train_objects = objects_of(paths.train_annotations, 0)
-        val_objects = objects_of(paths.val_annotations, 1)
+        train_objects = context_eval.small_objects(paths, "train")
+        val_objects = context_eval.small_objects(paths, "val")
+        if train_objects is None:
+            print(f"error: {data} is not a strip dataset", file=sys.stderr)
+            return 2
         for seed in metrics["meta"]["seeds"]:
             for model in metrics["labels"]:
                 name = f"{model}-seed{seed}"

@@ -90,21 +90,34 @@ def context_document(paths) -> dict | None:
     return json.loads((paths.root / "annotations" / "context_val2017.json").read_text())
 
 
-def small_objects(paths) -> dict[int, list[dict]] | None:
-    """Every small object of the validation scenes, look-alikes included, by image id.
+SUBSET_CODES = {"train": 0, "val": 1}  # the generator's subset codes (context_dataset)
+
+
+def small_objects(paths, subset: str = "val") -> dict[int, list[dict]] | None:
+    """Every small object of the validation (or training) scenes, look-alikes included, by image id.
 
     Rebuilt from the generator (a pure function of the seed, split and image
     index written in the annotations' ``info``) by
     :func:`enl_experiments.context_dataset.small_objects`; None for data
     that is not the strip design (the beach scenes, COCO).
+
+    Args:
+        paths: the dataset (``train_annotations`` / ``val_annotations``).
+        subset: ``"val"`` (the scenes the main job scores) or ``"train"``.
+
+    Raises:
+        ValueError: naming `subset` and the value received.
     """
-    document = json.loads(paths.val_annotations.read_text())
+    if subset not in SUBSET_CODES:
+        raise ValueError(f"`subset` must be one of {sorted(SUBSET_CODES)}, received {subset!r}")
+    annotations = paths.val_annotations if subset == "val" else paths.train_annotations
+    document = json.loads(annotations.read_text())
     info = document.get("info", {})
     if info.get("design") != "strip":
         return None
     return {int(image["id"]): context_dataset.small_objects(
-                int(info["seed"]), 1, int(image["id"]) - 1, int(image["height"]),
-                int(image["width"]), info["split"])
+                int(info["seed"]), SUBSET_CODES[subset], int(image["id"]) - 1,
+                int(image["height"]), int(image["width"]), info["split"])
             for image in document["images"]}
 
 
