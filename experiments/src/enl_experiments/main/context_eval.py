@@ -94,7 +94,7 @@ SUBSET_CODES = {"train": 0, "val": 1}  # the generator's subset codes (context_d
 
 
 def small_objects(paths, subset: str = "val") -> dict[int, list[dict]] | None:
-    """Every small object of the validation (or training) scenes, look-alikes included, by image id.
+    """Every small object of one subset's scenes, look-alikes included, by image id.
 
     Rebuilt from the generator (a pure function of the seed, split and image
     index written in the annotations' ``info``) by
