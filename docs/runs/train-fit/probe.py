@@ -56,9 +56,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows: dict[str, dict] = {}
     for run in args.runs:
+        if not (run / "metrics.json").is_file():
+            print(f"error: `runs`: {run} has no metrics.json (not a finished run folder)",
+                  file=sys.stderr)
+            return 2
         metrics = json.loads((run / "metrics.json").read_text())
         data = args.data or Path(metrics["meta"]["data"])
-        paths = find_dataset(data)
+        try:
+            paths = find_dataset(data)
+        except FileNotFoundError as error:
+            print(f"error: `--data`: {data} is not a dataset folder ({error})", file=sys.stderr)
+            return 2
+        digest = metrics["meta"].get("data_sha256")
+        if digest is not None and digest != context_eval.labels_digest(paths):
+            # Another seed or size of the same split has other strips under the same ids.
+            print(f"error: `--data`: {data} holds other labels than the data {run} ran on "
+                  f"({metrics['meta']['data']}): its annotations' sha256 differs",
+                  file=sys.stderr)
+            return 2
         names = context_eval._context_names(paths)
         width = context_eval._width(paths)
         train_objects = context_eval.small_objects(paths, "train")
