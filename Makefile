@@ -82,11 +82,12 @@ FRAMEWORK ?= garden
 COCO_DIR ?=
 SPLIT ?= context
 STEPS ?=
+NUM_TRAIN ?=
 FIRST_SEED ?=
 VARIANTS ?=
 DATASET ?= strip
-experiment: setup ## The main job: baseline, +1NL BU, +3ENL TD on the embedded data (PROFILE, SEEDS, VARIANTS, DATASET, FRAMEWORK, SPLIT, STEPS, COCO_DIR).
-	$(PY) -m enl_experiments.main --profile "$(PROFILE)" --seeds $(SEEDS) --framework $(FRAMEWORK) --dataset $(DATASET) --split $(SPLIT) --variants "$(VARIANTS)" $(if $(STEPS),--train-steps $(STEPS)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(if $(COCO_DIR),--coco-dir "$(COCO_DIR)")
+experiment: setup ## The main job: baseline, +1NL BU, +3ENL TD on the embedded data (PROFILE, SEEDS, VARIANTS, DATASET, FRAMEWORK, SPLIT, STEPS, NUM_TRAIN, COCO_DIR).
+	$(PY) -m enl_experiments.main --profile "$(PROFILE)" --seeds $(SEEDS) --framework $(FRAMEWORK) --dataset $(DATASET) --split $(SPLIT) --variants "$(VARIANTS)" $(if $(STEPS),--train-steps $(STEPS)) $(if $(NUM_TRAIN),--num-train $(NUM_TRAIN)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(if $(COCO_DIR),--coco-dir "$(COCO_DIR)")
 
 bench: setup ## Benchmarks: Table 3 cost, block scaling, ENL vs sgemm; writes results/bench/ (BENCH_QUICK=1: smaller).
 	$(PY) -m enl_experiments.bench

@@ -85,6 +85,26 @@ def test_runs_that_differ_are_refused(tmp_path, change, match):
     assert not (tmp_path / "merged").exists()
 
 
+RECORDED = {"num_train": 400, "data_sha256": "ab" * 32}
+
+
+@pytest.mark.parametrize("key, other", [("num_train", 50), ("data_sha256", "cd" * 32)])
+def test_runs_on_other_data_are_refused(tmp_path, key, other):
+    first, _, _ = _run(tmp_path, "a", [0], **RECORDED)
+    second, _, _ = _run(tmp_path, "b", [1], **{**RECORDED, key: other})
+    with pytest.raises(ValueError, match=f"{key}={other!r}"):
+        merge.merge(tmp_path / "merged", [first, second])
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_run_from_before_the_data_was_recorded_still_merges(tmp_path):
+    first, _, _ = _run(tmp_path, "a", [0])
+    second, _, _ = _run(tmp_path, "b", [1], **RECORDED)
+    merge.merge(tmp_path / "merged", [first, second])
+    assert json.loads((tmp_path / "merged" / "metrics.json").read_text())["meta"]["seeds"] \
+        == [0, 1]
+
+
 def test_an_unfinished_run_or_a_single_run_is_refused(tmp_path, capsys):
     first, _, _ = _run(tmp_path, "a", [0])
     (tmp_path / ".incomplete-b").mkdir()

@@ -210,7 +210,12 @@ def run(args) -> Path | None:
     profile_name = args.profile or ("paper" if args.coco_dir else "default")
     profile = get_profile(profile_name)
     overrides = {k: v for k, v in (("train_steps", args.train_steps),
-                                   ("learning_rate", args.learning_rate)) if v is not None}
+                                   ("learning_rate", args.learning_rate),
+                                   ("num_train", args.num_train)) if v is not None}
+    if overrides.get("num_train") is not None and args.coco_dir:
+        raise ValueError(f"`num_train` sizes the embedded dataset; it cannot be used with "
+                         f"`coco_dir`, received num_train={args.num_train!r} and "
+                         f"coco_dir={args.coco_dir!r}")
     if overrides:
         profile = dataclasses.replace(profile, **overrides)
     runner = get_runner(args.framework, profile, args.config_dir)
@@ -286,7 +291,7 @@ def run(args) -> Path | None:
         "profile": profile_name, "dataset": None if args.coco_dir else args.dataset,
         "split": None if args.coco_dir else args.split, "variants": list(models),
         "data": str(data.root), "data_sha256": context_eval.labels_digest(data),
-        "seeds": seeds,
+        "seeds": seeds, "num_train": None if args.coco_dir else profile.num_train,
         "train_steps": "from the profile's YAML" if profile.own_schedule else
         f"{profile.train_steps} per model and seed (batch {profile.batch_size}, "
         f"{'x'.join(map(str, data.image_size or (profile.image_size,) * 2))} px)",
@@ -357,7 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the profile's steps per model and seed")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="override the profile's peak learning rate")
+    parser.add_argument("--num-train", type=int, default=None,
+                        help="override the profile's number of embedded training images "
+                             "(the validation images and twins do not change: each image is "
+                             "a pure function of the data seed, its subset and its index)")
     return parser
+
+
+def check_overrides(args) -> None:
+    """The profile overrides are positive (and the rate finite) when given.
+
+    Raises:
+        ValueError: naming the flag and the value received.
+    """
+    for flag, value in (("--train-steps", args.train_steps), ("--num-train", args.num_train)):
+        if value is not None and value < 1:
+            raise ValueError(f"`{flag}` must be an int >= 1, received {value!r}")
+    rate = args.learning_rate
+    if rate is not None and not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"`--learning-rate` must be a finite number > 0, received {rate!r}")
 
 
 def main(argv=None) -> int:
@@ -368,6 +391,7 @@ def main(argv=None) -> int:
     try:
         seed_list(args.first_seed, args.seeds)
         parse_variants(args.variants)
+        check_overrides(args)
     except ValueError as error:
         parser.error(str(error))
     # make passes unset knobs as empty strings.

@@ -32,6 +32,8 @@ from enl_experiments.main.runners import config_root
 
 # What every merged run must share (metrics.json "meta" keys).
 SAME = ("title", "framework", "profile", "train_steps")
+# What runs that record it must share (runs from before it was kept lack it).
+SAME_WHEN_RECORDED = ("num_train", "data_sha256")
 
 
 def _control(meta: dict) -> bool:
@@ -70,6 +72,11 @@ def merge_documents(documents: list[dict], names: list[str]) -> dict:
             if document["meta"].get(key) != first["meta"].get(key):
                 raise ValueError(f"`runs`: {name} has {key}={document['meta'].get(key)!r}, "
                                  f"{names[0]} has {first['meta'].get(key)!r}")
+        for key in SAME_WHEN_RECORDED:
+            if key in document["meta"] and key in first["meta"] \
+                    and document["meta"][key] != first["meta"][key]:
+                raise ValueError(f"`runs`: {name} has {key}={document['meta'][key]!r}, "
+                                 f"{names[0]} has {first['meta'][key]!r}")
         if document["labels"] != first["labels"]:
             raise ValueError(f"`runs`: {name} compares {list(document['labels'])}, "
                              f"{names[0]} compares {list(first['labels'])}")

@@ -156,7 +156,8 @@ def write_summary(run_dir, runs: dict[str, list[dict]], labels: dict[str, str],
                 **(extra or {})}
     (run_dir / "metrics.json").write_text(json.dumps(_json_safe(document), indent=2))
     lines = [f"# {meta.get('title', 'ENL experiment')}", ""]
-    for key in ("command", "machine", "framework", "profile", "data", "seeds", "train_steps",
+    for key in ("command", "machine", "framework", "profile", "data", "num_train", "seeds",
+                "train_steps",
                 "wall_time", "loss_change_last_20pct"):
         if key in meta:
             lines.append(f"- **{key.replace('_', ' ')}**: {meta[key]}")
