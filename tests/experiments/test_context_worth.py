@@ -173,3 +173,42 @@ def test_a_folder_that_is_no_dataset_is_named(tmp_path, capsys):
     run = _run_folder(tmp_path, data=str(tmp_path))
     assert worth.main([str(run), "--data", str(tmp_path)]) == 2
     assert "is not a dataset folder" in capsys.readouterr().err
+
+
+def test_the_rescoring_command_adds_flip_and_wrong_way_rates_where_twins_were_kept(
+        strips, tmp_path, capsys):
+    """A model whose scores follow the labels in the scenes and in the twins flips
+    every label change and never moves the wrong way; one whose scores follow
+    them backwards does the opposite."""
+    paths, _ = strips
+    context = json.loads((paths.root / "annotations" / "context_val2017.json").read_text())
+
+    def scores(label_key):
+        return [{"image_id": image["image_id"], "category_id": obj["category_id"],
+                 "bbox": obj["bbox"], "score": 0.9 if obj[label_key] else 0.4}
+                for image in context["images"] for obj in image["objects"]]
+
+    changes = sum(obj["label_original"] != obj["label_twin"]
+                  for image in context["images"] for obj in image["objects"])
+    assert changes > 0
+    labels = {"baseline": "baseline", "3enl_td": "+3ENL TD"}
+    run = tmp_path / "run"
+    for model, (scene, twin) in {"baseline": ("label_original", "label_twin"),
+                                 "3enl_td": ("label_twin", "label_original")}.items():
+        folder = run / "runs" / f"{model}-seed0"
+        (folder / "twin").mkdir(parents=True)
+        (folder / "detections.json").write_text(json.dumps(scores(scene)))
+        (folder / "twin" / "detections.json").write_text(json.dumps(scores(twin)))
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": labels, "meta": {"seeds": [0], "data": str(paths.root)}}))
+    table, numbers = worth.worth([run])
+    follows, backwards = numbers["flip"]["baseline"][0], numbers["flip"]["3enl_td"][0]
+    assert follows["flip"]["all"] == {"rate": 1.0, "n": changes, "flipped": changes,
+                                      "against": 0, "against_rate": 0.0}
+    assert backwards["flip"]["all"] == {"rate": 0.0, "n": changes, "flipped": 0,
+                                        "against": changes, "against_rate": 1.0}
+    assert "| all | 100.0 / 0.0 | 0.0 / 100.0 |" in table
+    # Without the twins' detections the flip table is left out, not guessed.
+    (run / "runs" / "3enl_td-seed0" / "twin" / "detections.json").unlink()
+    table, numbers = worth.worth([run])
+    assert "flip" not in numbers and "wrong-way" not in table

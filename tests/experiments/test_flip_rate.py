@@ -59,12 +59,15 @@ def test_box_iou_known_values():
 
 def test_flip_records_and_rate_on_known_answers():
     records = flip_rate.flip_records(CONTEXT, SCENE, TWIN)
-    assert [(r["uid"], r["direction"], r["score_original"], r["score_twin"], r["flipped"])
-            for r in records] == [(3, 1, 0.2, 0.7, True), (4, -1, 0.9, 0.0, True)]
-    assert flip_rate.flip_rate(records) == {"rate": 1.0, "n": 2, "flipped": 2}
+    assert [(r["uid"], r["direction"], r["score_original"], r["score_twin"], r["flipped"],
+             r["against"]) for r in records] == [(3, 1, 0.2, 0.7, True, False),
+                                                 (4, -1, 0.9, 0.0, True, False)]
+    assert flip_rate.flip_rate(records) == {"rate": 1.0, "n": 2, "flipped": 2,
+                                            "against": 0, "against_rate": 0.0}
     # The same scores read the other way round: both moved against the new label.
     swapped = flip_rate.flip_records(CONTEXT, TWIN, SCENE)
-    assert flip_rate.flip_rate(swapped) == {"rate": 0.0, "n": 2, "flipped": 0}
+    assert flip_rate.flip_rate(swapped) == {"rate": 0.0, "n": 2, "flipped": 0,
+                                            "against": 2, "against_rate": 1.0}
 
 
 def test_a_change_below_the_margin_is_no_flip():
@@ -73,17 +76,22 @@ def test_a_change_below_the_margin_is_no_flip():
     assert [r["flipped"] for r in records] == [False, False]
     loose = flip_rate.flip_records(CONTEXT, SCENE, twin, min_change=0.0)
     assert [r["flipped"] for r in loose] == [True, True]
+    # The margin holds the other way too: small moves against the label are not counted.
+    backwards = flip_rate.flip_records(CONTEXT, twin, SCENE)
+    assert [(r["flipped"], r["against"]) for r in backwards] == [(False, False)] * 2
+    loose = flip_rate.flip_records(CONTEXT, twin, SCENE, min_change=0.0)
+    assert [(r["flipped"], r["against"]) for r in loose] == [(False, True)] * 2
 
 
 def test_rule_labels_count_the_control_objects_and_zero_scores_do_not_flip():
     records = flip_rate.flip_records(CONTEXT, SCENE, TWIN, labels="rule")
     assert [r["uid"] for r in records] == [3, 4, 1]
     assert records[-1]["score_original"] == records[-1]["score_twin"] == 0.0
-    assert not records[-1]["flipped"]
+    assert not records[-1]["flipped"] and not records[-1]["against"]
     assert flip_rate.flip_rate(records)["rate"] == pytest.approx(2 / 3)
     assert flip_rate.per_category(records, {2: "swimmer", 3: "buoy"}) == {
-        "swimmer": {"rate": 0.5, "n": 2, "flipped": 1},
-        "buoy": {"rate": 1.0, "n": 1, "flipped": 1}}
+        "swimmer": {"rate": 0.5, "n": 2, "flipped": 1, "against": 0, "against_rate": 0.0},
+        "buoy": {"rate": 1.0, "n": 1, "flipped": 1, "against": 0, "against_rate": 0.0}}
 
 
 def test_by_distance_bins_the_records():
@@ -92,7 +100,28 @@ def test_by_distance_bins_the_records():
     assert [(b["n"], b["flipped"], b["rate"]) for b in bins] == [(1, 1, 1.0), (1, 1, 1.0),
                                                                  (1, 0, 0.0)]
     empty = flip_rate.by_distance([], [0, 10])
-    assert empty == [{"low": 0.0, "high": 10.0, "rate": None, "n": 0, "flipped": 0}]
+    assert empty == [{"low": 0.0, "high": 10.0, "rate": None, "n": 0, "flipped": 0,
+                      "against": 0, "against_rate": None}]
+
+
+def test_jitter_gives_equal_flip_and_wrong_way_rates():
+    """Scores that move at random with the twin's pixels, whatever the label
+    does: about as many flips as wrong-way moves, so the net flip rate is
+    near 0 although the flip rate alone is far above it."""
+    rng = np.random.default_rng(0)
+    images, scene, twin = [], [], []
+    for image_id in range(1, 2001):
+        up = bool(rng.random() < 0.5)
+        images.append({"image_id": image_id, "objects": [
+            {"uid": 1, "category_id": 2, "bbox": BOX_A, "distance": 100.0,
+             "label_original": not up, "label_twin": up,
+             "rule_original": not up, "rule_twin": up}]})
+        score = float(rng.uniform(0.3, 0.7))
+        scene.append(_det(image_id, 2, BOX_A, score))
+        twin.append(_det(image_id, 2, BOX_A, score + float(rng.normal(0.0, 0.1))))
+    found = flip_rate.flip_rate(flip_rate.flip_records({"images": images}, scene, twin))
+    assert found["rate"] > 0.25 and found["against_rate"] > 0.25
+    assert abs(found["rate"] - found["against_rate"]) < 0.05
 
 
 @pytest.mark.parametrize(("call", "name"), [
@@ -190,3 +219,49 @@ def test_auc_by_distance_names_bad_arguments():
     broken = {1: [dict(NEAR_FAR[1][0], decider_distance=None)]}
     with pytest.raises(ValueError, match="decider_distance"):
         flip_rate.auc_by_distance(broken, [], [0, 512])
+
+
+def _seed_flips(pairs):
+    """One seed's ``flip`` entry from (flipped, against) counts of 10 objects per bin."""
+    def entry(flipped, against):
+        return {"rate": flipped / 10, "n": 10, "flipped": flipped, "against": against,
+                "against_rate": against / 10}
+    bins = [{"low": 128.0 * i, "high": 128.0 * (i + 1), **entry(*pair)}
+            for i, pair in enumerate(pairs)]
+    flipped, against = (sum(p[k] for p in pairs) for k in (0, 1))
+    total = {"rate": flipped / (10 * len(pairs)), "n": 10 * len(pairs), "flipped": flipped,
+             "against": against, "against_rate": against / (10 * len(pairs))}
+    return {"flip": {"all": total, "per_category": {"swimmer": total}, "by_distance": bins}}
+
+
+def test_aggregated_flips_carry_the_wrong_way_and_net_rates():
+    from enl_experiments.main import context_eval
+
+    per_seed = [_seed_flips([(3, 1), (2, 2)]), _seed_flips([(5, 1), (0, 2)])]
+    flips = context_eval.aggregate_flips(per_seed)
+    assert flips["all"]["values"] == [25.0, 25.0]
+    assert flips["against"]["values"] == [15.0, 15.0]
+    assert flips["net"]["values"] == [10.0, 10.0]
+    near, far = flips["by_distance"]
+    assert near["values"] == [30.0, 50.0] and near["against"]["values"] == [10.0, 10.0]
+    assert near["net"]["values"] == [20.0, 40.0] and far["net"]["values"] == [0.0, -20.0]
+    assert near["n"] == 20
+    table = context_eval.flip_table({"baseline": flips}, {"baseline": "baseline"})
+    assert "flip rate / wrong-way rate (%)" in table
+    assert "| distance 0-128 px (n=20) | 40.0 ± 14.1 / 10.0 ± 0.0 |" in table
+    assert "| net flip rate, 128-256 px | -10.0 ± 14.1 |" in table
+    curves = context_eval.reach_curves({"baseline": flips}, {"baseline": "baseline"})
+    assert curves["baseline"]["against"] == [10.0, 20.0]
+
+
+def test_flips_written_before_the_wrong_way_rate_still_aggregate():
+    from enl_experiments.main import context_eval
+
+    old = _seed_flips([(3, 1)])
+    for entry in [old["flip"]["all"], *old["flip"]["by_distance"]]:
+        del entry["against"], entry["against_rate"]
+    flips = context_eval.aggregate_flips([old])
+    assert flips["all"]["mean"] == 30.0 and flips["against"]["mean"] is None
+    table = context_eval.flip_table({"baseline": flips}, {"baseline": "baseline"})
+    assert table.splitlines()[0] == "| flip rate (%) | baseline |"
+    assert "net" not in table and "/" not in table

@@ -199,17 +199,31 @@ def evaluate_context(paths, context: dict, run_dir: Path,
     """
     scene = load_detections(run_dir / "detections.json")
     twin = load_detections(run_dir / "twin" / "detections.json")
+    result = {"twin": evaluate(paths.twin_annotations, twin),
+              **flip_results(paths, context, scene, twin)}
+    if objects is not None:
+        result["worth"] = context_worth(paths, objects, scene)
+    return result
+
+
+def flip_results(paths, context: dict, scene: list[dict], twin: list[dict]) -> dict:
+    """One model's flip rates from its detections on the scenes and on their twins.
+
+    Returns:
+        ``{"flip": {"all": flip_rate, "per_category": {...}, "by_distance":
+        [...]}, "flip_rule": the same with the context rule's labels}``
+        (:mod:`enl_experiments.main.flip_rate`; each entry with its
+        wrong-way rate).
+    """
     edges = flip_rate.distance_edges(_width(paths), DISTANCE_BINS)
     names = {c["id"]: c["name"] for c in context["categories"]
              if c["id"] in context_dataset.CONTEXT_CATEGORIES}
-    result = {"twin": evaluate(paths.twin_annotations, twin)}
+    result = {}
     for key, labels in (("flip", "label"), ("flip_rule", "rule")):
         records = flip_rate.flip_records(context, scene, twin, labels=labels)
         result[key] = {"all": flip_rate.flip_rate(records),
                        "per_category": flip_rate.per_category(records, names),
                        "by_distance": flip_rate.by_distance(records, edges)}
-    if objects is not None:
-        result["worth"] = context_worth(paths, objects, scene)
     return result
 
 
@@ -217,25 +231,44 @@ def aggregate_flips(per_seed: list[dict], key: str = "flip") -> dict:
     """Mean and spread over seeds of the flip rates (in percent) of one model.
 
     Returns:
-        ``{"all": stats, "per_category": {name: stats}, "by_distance":
-        [{"low", "high", "n", **stats}]}``, where ``n`` sums the seeds' objects.
+        ``{"all": stats, "against": stats, "net": stats, "per_category": {name:
+        stats}, "per_category_against": {name: stats}, "by_distance": [{"low",
+        "high", "n", **stats, "against": stats, "net": stats}]}``: ``against``
+        is the wrong-way rate (:func:`enl_experiments.main.flip_rate.flip_rate`)
+        and ``net`` the per-seed flip rate minus it; both have a None mean
+        for results written before the wrong-way rate was kept. ``n`` sums
+        the seeds' objects.
     """
     if not per_seed:
         raise ValueError("`per_seed` must hold at least one evaluation, received []")
 
-    def percent(entry):
-        return None if entry["rate"] is None else 100.0 * entry["rate"]
+    def percent(entry, rate="rate"):
+        value = entry.get(rate)
+        return None if value is None else 100.0 * value
+
+    def net(entry):
+        flipped, against = percent(entry), percent(entry, "against_rate")
+        return None if flipped is None or against is None else flipped - against
+
+    def three(pick):
+        entries = [pick(run[key]) for run in per_seed]
+        return {**report.stats([percent(e) for e in entries]),
+                "against": report.stats([percent(e, "against_rate") for e in entries]),
+                "net": report.stats([net(e) for e in entries])}
 
     first = per_seed[0][key]
+    overall = three(lambda f: f["all"])
+    per_category = {name: three(lambda f, name=name: f["per_category"][name])
+                    for name in first["per_category"]}
     return {
-        "all": report.stats([percent(run[key]["all"]) for run in per_seed]),
+        "all": {k: v for k, v in overall.items() if k not in ("against", "net")},
+        "against": overall["against"], "net": overall["net"],
         "n": sum(run[key]["all"]["n"] for run in per_seed),
-        "per_category": {name: report.stats([percent(run[key]["per_category"][name])
-                                             for run in per_seed])
-                         for name in first["per_category"]},
+        "per_category": {name: {k: v for k, v in entry.items() if k not in ("against", "net")}
+                         for name, entry in per_category.items()},
+        "per_category_against": {name: entry["against"] for name, entry in per_category.items()},
         # "n" here counts the objects over the seeds (stats' own "n" counts seeds).
-        "by_distance": [{**report.stats([percent(run[key]["by_distance"][i])
-                                         for run in per_seed]),
+        "by_distance": [{**three(lambda f, i=i: f["by_distance"][i]),
                          "low": b["low"], "high": b["high"],
                          "n": sum(run[key]["by_distance"][i]["n"] for run in per_seed)}
                         for i, b in enumerate(first["by_distance"])],
@@ -243,18 +276,36 @@ def aggregate_flips(per_seed: list[dict], key: str = "flip") -> dict:
 
 
 def flip_table(flips: dict[str, dict], labels: dict[str, str]) -> str:
-    """Markdown: flip rates (percent) per model, overall, per class and per distance."""
+    """Markdown: flip rates (percent) per model, overall, per class and per distance.
+
+    Where the wrong-way rates are known, each cell is "flip rate / wrong-way
+    rate" and a last row per distance bin gives the net rate.
+    """
     models = list(flips)
-    header = ["flip rate (%)", *(labels[m] for m in models)]
+    wrong_way = all(f["against"]["mean"] is not None for f in flips.values())
+    title = "flip rate / wrong-way rate (%)" if wrong_way else "flip rate (%)"
+    header = [title, *(labels[m] for m in models)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     first = flips[models[0]]
-    rows = [("all", lambda f: f["all"])]
-    rows += [(name, lambda f, name=name: f["per_category"][name]) for name in first["per_category"]]
+    rows = [("all", lambda f: (f["all"], f["against"]))]
+    rows += [(name, lambda f, name=name: (f["per_category"][name],
+                                          f["per_category_against"][name]))
+             for name in first["per_category"]]
     rows += [(f"distance {b['low']:.0f}-{b['high']:.0f} px (n={b['n']})",
-              lambda f, i=i: f["by_distance"][i]) for i, b in enumerate(first["by_distance"])]
+              lambda f, i=i: (f["by_distance"][i], f["by_distance"][i]["against"]))
+             for i, b in enumerate(first["by_distance"])]
     for label, pick in rows:
-        cells = [label, *(report.cell(pick(flips[m])) for m in models)]
+        cells = [label]
+        for model in models:
+            flip, against = pick(flips[model])
+            cells.append(f"{report.cell(flip)} / {report.cell(against)}" if wrong_way
+                         else report.cell(flip))
         lines.append("| " + " | ".join(cells) + " |")
+    if wrong_way:
+        for index, b in enumerate(first["by_distance"]):
+            cells = [f"net flip rate, {b['low']:.0f}-{b['high']:.0f} px",
+                     *(report.cell(flips[m]["by_distance"][index]["net"]) for m in models)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -335,7 +386,9 @@ def context_sections(context_results: dict[str, list[dict]], labels: dict[str, s
         ("Counterfactual twins: COCO metrics on the twins",
          report.comparison_table({m: report.aggregate(twin_runs[m]) for m in models}, labels)),
         ("Flip rate: label-changing objects whose score moved the way the new label "
-         "demands (percent)", flip_table(flips, labels))]
+         "demands (percent); after the slash the wrong-way rate, those whose score moved "
+         "as far the other way (scores that only jitter give the two equal; the net rate "
+         "is their difference)", flip_table(flips, labels))]
     if control:
         sections.append(("Control split: the same with the context rule's labels "
                          "(which the control labels ignore)", flip_table(rule_flips, labels)))
@@ -352,13 +405,16 @@ def context_sections(context_results: dict[str, list[dict]], labels: dict[str, s
 
 
 def reach_curves(flips: dict[str, dict], labels: dict[str, str]) -> dict[str, dict]:
-    """``{label: {"distance": bin centres, "rate": means, "std": spreads, "n": counts}}``."""
+    """``{label: {"distance": bin centres, "rate": means, "std": spreads, "n": counts,
+    "against": wrong-way means (None where unknown)}}``."""
     curves = {}
     for model, flip in flips.items():
         bins = flip["by_distance"]
         curves[labels[model]] = {"distance": [(b["low"] + b["high"]) / 2 for b in bins],
                                  "rate": [b["mean"] for b in bins],
-                                 "std": [b["std"] for b in bins], "n": [b["n"] for b in bins]}
+                                 "std": [b["std"] for b in bins], "n": [b["n"] for b in bins],
+                                 "against": [b["against"]["mean"] if "against" in b else None
+                                             for b in bins]}
     return curves
 
 

@@ -233,7 +233,9 @@ def context_reach(curves: dict[str, dict], path, reach: float | None = None) -> 
 
     Args:
         curves: ``{model label: {"distance": [...], "rate": [...] (percent, None
-            where a bin is empty), "std": [...] (None: one seed), "n": [...]}}``.
+            where a bin is empty), "std": [...] (None: one seed), "n": [...],
+            "against": [...] (optional: the wrong-way rates, drawn dashed in the
+            model's colour; None entries skipped)}}``.
         path: output PNG.
         reach: the baseline's theoretical reach in pixels, drawn as a vertical line.
     """
@@ -251,11 +253,17 @@ def context_reach(curves: dict[str, dict], path, reach: float | None = None) -> 
             spread = np.array([s or 0.0 for s in std])
             ax.fill_between(distance, np.array(rate) - spread, np.array(rate) + spread,
                             color=colour, alpha=0.15)
+        wrong = [(d, a) for d, a in zip(curve["distance"], curve.get("against") or
+                                        [None] * len(curve["distance"]), strict=True)
+                 if a is not None]
+        if wrong:
+            ax.plot(*zip(*wrong, strict=True), marker="x", linestyle="--", color=colour,
+                    label=f"{label}: wrong way")
     if reach is not None:
         ax.axvline(reach, color="grey", linestyle="--", linewidth=1.0,
                    label="baseline's theoretical reach")
     ax.set_xlabel("distance to the changed object (px)")
-    ax.set_ylabel("flip rate (%)")
+    ax.set_ylabel("flip rate (%); dashed: wrong-way rate")
     ax.set_ylim(-2, 102)
     ax.set_title("context reach: scores that follow a change of context")
     ax.legend(fontsize=8)

@@ -18,6 +18,15 @@ that ignores context keeps every score (its input around the object is the
 same up to far-away pixels) and has a flip rate near 0; one that follows the
 rule has 1.
 
+The margin does not remove jitter larger than itself, and a model whose
+features reach the changed pixels (a non-local block does, at any distance)
+has more of it. So every record also says whether its score moved *against*
+the new label by the same margin, and :func:`flip_rate` reports that
+*wrong-way rate* beside the flip rate: a model that follows the rule flips
+more often than it moves the wrong way; one whose scores only jitter has the
+two rates equal, however high they are. The *net flip rate* is their
+difference.
+
 Example:
     >>> records = flip_records(context, scene_detections, twin_detections)
     >>> flip_rate(records)["rate"]
@@ -87,7 +96,8 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
     Returns:
         ``[{"image_id", "uid", "category_id", "distance", "direction" (+1: the
         object became annotated, -1: it stopped), "score_original",
-        "score_twin", "flipped"}]``.
+        "score_twin", "flipped", "against"}]``; ``against``: the score moved
+        the other way by at least ``min_change``.
 
     Raises:
         ValueError: naming `labels`, `iou_threshold` or `min_change` and the value received.
@@ -110,20 +120,27 @@ def flip_records(context: dict, scene_detections: list[dict], twin_detections: l
             score_twin = object_score(twins.get(image_id, []), obj["category_id"], obj["bbox"],
                                       iou_threshold)
             direction = 1 if after else -1
+            moved = direction * (score_twin - score_original)
+            large = abs(score_twin - score_original) >= min_change
             records.append({"image_id": image_id, "uid": obj["uid"],
                             "category_id": obj["category_id"], "distance": obj["distance"],
                             "direction": direction, "score_original": score_original,
                             "score_twin": score_twin,
-                            "flipped": direction * (score_twin - score_original) > 0
-                            and abs(score_twin - score_original) >= min_change})
+                            "flipped": moved > 0 and large, "against": moved < 0 and large})
     return records
 
 
 def flip_rate(records: list[dict]) -> dict:
-    """``{"rate", "n", "flipped"}`` over ``records``; ``rate`` is None when there are none."""
+    """``{"rate", "n", "flipped", "against", "against_rate"}`` over ``records``.
+
+    ``rate`` = flipped / n and ``against_rate`` = against / n (the wrong-way
+    rate, the module docstring); both None when there are no records.
+    """
     flipped = sum(bool(r["flipped"]) for r in records)
-    return {"rate": flipped / len(records) if records else None, "n": len(records),
-            "flipped": flipped}
+    against = sum(bool(r["against"]) for r in records)
+    n = len(records)
+    return {"rate": flipped / n if n else None, "n": n, "flipped": flipped,
+            "against": against, "against_rate": against / n if n else None}
 
 
 def per_category(records: list[dict], names: dict[int, str]) -> dict[str, dict]:
@@ -136,7 +153,7 @@ def by_distance(records: list[dict], edges) -> list[dict]:
     """:func:`flip_rate` in distance bins ``[edges[i], edges[i + 1])`` (the last one closed).
 
     Returns:
-        ``[{"low", "high", "rate", "n", "flipped"}]``, one per bin.
+        ``[{"low", "high", **flip_rate(...)}]``, one per bin.
 
     Raises:
         ValueError: fewer than two edges, or edges not increasing.

@@ -5,9 +5,12 @@ Re-scores the validation detections that finished strip runs left in
 context-blind reference of the data, and per model its box AP on the
 context classes, the AP its own boxes would score with perfect context, and
 its score AUC between annotated objects and their look-alikes
-(:func:`enl_experiments.main.context_eval.context_worth`). New runs of the
-main job put the same table in their ``summary.md``; this is for runs made
-before it did. Several runs (one per seed, same data) are aggregated as
+(:func:`enl_experiments.main.context_eval.context_worth`); and, where every
+run kept its twins' detections (``runs/<model>-seed<k>/twin/detections.json``),
+the flip rates with their wrong-way rates
+(:func:`enl_experiments.main.context_eval.flip_results`). New runs of the
+main job put the same tables in their ``summary.md``; this is for runs made
+before they did. Several runs (one per seed, same data) are aggregated as
 mean ± std over their seeds.
 
 Example::
@@ -35,7 +38,9 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
 
     Returns:
         ``(Markdown: the worth table, then the score AUC by distance to the
-        deciding object; {"context_blind", "worth": {model: [per seed]}, "data"})``.
+        deciding object, then (twins kept) the flip table; {"context_blind",
+        "worth": {model: [per seed]}, "flip": {model: [per seed]} (twins kept),
+        "data", "split"})``.
 
     Raises:
         ValueError: naming the run or the data folder when something is missing,
@@ -83,20 +88,40 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
         elif run_data is not None and Path(run_data).name != data.resolve().name:
             raise ValueError(f"`data`: {data} is not the data {run} ran on ({run_data}); "
                              f"pass the folder named {Path(run_data).name!r}")
+    context_file = data / "annotations" / "context_val2017.json"
+    context = json.loads(context_file.read_text()) if context_file.is_file() else None
+    folders = [Path(run) / "runs" / f"{model}-seed{seed}"
+               for run, document in zip(runs, documents, strict=True)
+               for seed in document["meta"]["seeds"] for model in labels]
+    with_flips = context is not None and all((folder / "twin" / "detections.json").is_file()
+                                             for folder in folders)
     results: dict[str, list[dict]] = {model: [] for model in labels}
     for run, document in zip(runs, documents, strict=True):
         for seed in document["meta"]["seeds"]:
             for model in labels:
-                detections = Path(run) / "runs" / f"{model}-seed{seed}" / "detections.json"
+                folder = Path(run) / "runs" / f"{model}-seed{seed}"
+                detections = folder / "detections.json"
                 if not detections.is_file():
                     raise ValueError(f"`runs`: {detections} is missing")
-                results[model].append({"worth": context_eval.context_worth(
-                    paths, objects, load_detections(detections))})
+                scene = load_detections(detections)
+                entry = {"worth": context_eval.context_worth(paths, objects, scene)}
+                if with_flips:
+                    entry.update(context_eval.flip_results(
+                        paths, context, scene, load_detections(folder / "twin" /
+                                                               "detections.json")))
+                results[model].append(entry)
     blind = context_eval.context_blind(paths, objects)
     table = (context_eval.worth_table(results, labels, split == "control", blind) + "\n\n"
              + context_eval.auc_distance_table(results, labels))
-    return table, {"data": str(data), "split": split, "context_blind": blind,
-                   "worth": {m: [r["worth"] for r in results[m]] for m in labels}}
+    numbers = {"data": str(data), "split": split, "context_blind": blind,
+               "worth": {m: [r["worth"] for r in results[m]] for m in labels}}
+    if with_flips:
+        key = "flip_rule" if split == "control" else "flip"
+        flips = {m: context_eval.aggregate_flips(results[m], key) for m in labels}
+        table += "\n\n" + context_eval.flip_table(flips, labels)
+        numbers["flip"] = {m: [{k: r[k] for k in ("flip", "flip_rule")} for r in results[m]]
+                           for m in labels}
+    return table, numbers
 
 
 def main(argv=None) -> int:
