@@ -212,3 +212,25 @@ def test_the_rescoring_command_adds_flip_and_wrong_way_rates_where_twins_were_ke
     (run / "runs" / "3enl_td-seed0" / "twin" / "detections.json").unlink()
     table, numbers = worth.worth([run])
     assert "flip" not in numbers and "wrong-way" not in table
+
+
+def test_the_rescoring_command_draws_the_reach_figure_only_with_twins(strips, tmp_path, capsys):
+    paths, _ = strips
+    context = json.loads((paths.root / "annotations" / "context_val2017.json").read_text())
+    detections = [{"image_id": image["image_id"], "category_id": obj["category_id"],
+                   "bbox": obj["bbox"], "score": 0.5}
+                  for image in context["images"] for obj in image["objects"]]
+    run = tmp_path / "run"
+    folder = run / "runs" / "baseline-seed0"
+    (folder / "twin").mkdir(parents=True)
+    (folder / "detections.json").write_text(json.dumps(detections))
+    (run / "metrics.json").write_text(json.dumps(
+        {"labels": {"baseline": "baseline"},
+         "meta": {"seeds": [0], "data": str(paths.root), "profile": "tiny"}}))
+    figure = tmp_path / "reach.png"
+    assert worth.main([str(run), "--figure", str(figure)]) == 2
+    assert "`--figure`" in capsys.readouterr().err and not figure.exists()
+    (folder / "twin" / "detections.json").write_text(json.dumps(detections))
+    assert worth.main([str(run), "--figure", str(figure)]) == 0
+    assert "| all | 0.0 / 0.0 |" in capsys.readouterr().out
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

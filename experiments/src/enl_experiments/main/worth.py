@@ -131,17 +131,42 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None,
                         help="the dataset folder (default: the first run's meta.data)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument("--figure", default=None,
+                        help="also draw the flip and wrong-way rates by distance to this PNG "
+                             "(as context_reach.png; needs the twins' detections)")
     args = parser.parse_args(argv)
     try:
         table, numbers = worth([Path(run) for run in args.runs],
                                Path(args.data) if args.data else None)
+        if args.figure and "flip" not in numbers:
+            raise ValueError(f"`--figure` needs every run's twin/detections.json and the data's "
+                             f"twins, received runs {args.runs!r} without them")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
+    if args.figure:
+        draw(args.runs[0], numbers, Path(args.figure))
     return 0
+
+
+def draw(run, numbers: dict, path: Path) -> Path:
+    """``context_reach.png`` of re-scored runs (the main job's figure, with the
+    baseline's theoretical reach of the first run's profile)."""
+    from enl_experiments.main import figures
+    from enl_experiments.main.profiles import get_profile
+    from enl_experiments.main.runners import config_root
+
+    document = json.loads((Path(run) / "metrics.json").read_text())
+    labels = document["labels"]
+    key = "flip_rule" if numbers["split"] == "control" else "flip"
+    flips = {m: context_eval.aggregate_flips(numbers["flip"][m], key) for m in labels}
+    profile = document["meta"].get("profile")
+    reach = (context_eval.baseline_reach(get_profile(profile), config_root())
+             if profile else None)
+    return figures.context_reach(context_eval.reach_curves(flips, labels), path, reach=reach)
 
 
 if __name__ == "__main__":
