@@ -116,12 +116,17 @@ def worth(runs: list[Path], data: Path | None = None) -> tuple[str, dict]:
     numbers = {"data": str(data), "split": split, "context_blind": blind,
                "worth": {m: [r["worth"] for r in results[m]] for m in labels}}
     if with_flips:
-        key = "flip_rule" if split == "control" else "flip"
-        flips = {m: context_eval.aggregate_flips(results[m], key) for m in labels}
-        table += "\n\n" + context_eval.flip_table(flips, labels)
         numbers["flip"] = {m: [{k: r[k] for k in ("flip", "flip_rule")} for r in results[m]]
                            for m in labels}
+        table += "\n\n" + context_eval.flip_table(aggregated_flips(numbers), labels)
     return table, numbers
+
+
+def aggregated_flips(numbers: dict) -> dict[str, dict]:
+    """:func:`context_eval.aggregate_flips` of :func:`worth`'s per-seed flips, per model
+    (against the context rule's labels on the control split, whose labels never change)."""
+    key = "flip_rule" if numbers["split"] == "control" else "flip"
+    return {m: context_eval.aggregate_flips(runs, key) for m, runs in numbers["flip"].items()}
 
 
 def main(argv=None) -> int:
@@ -160,13 +165,12 @@ def draw(run, numbers: dict, path: Path) -> Path:
     from enl_experiments.main.runners import config_root
 
     document = json.loads((Path(run) / "metrics.json").read_text())
-    labels = document["labels"]
-    key = "flip_rule" if numbers["split"] == "control" else "flip"
-    flips = {m: context_eval.aggregate_flips(numbers["flip"][m], key) for m in labels}
     profile = document["meta"].get("profile")
     reach = (context_eval.baseline_reach(get_profile(profile), config_root())
              if profile else None)
-    return figures.context_reach(context_eval.reach_curves(flips, labels), path, reach=reach)
+    return figures.context_reach(
+        context_eval.reach_curves(aggregated_flips(numbers), document["labels"]), path,
+        reach=reach)
 
 
 if __name__ == "__main__":
