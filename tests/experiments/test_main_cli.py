@@ -45,7 +45,32 @@ def test_num_train_with_coco_is_refused(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "`num_train`" in err and "coco_dir" in err
+    assert "nothing was written" in err and ".incomplete" not in err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_failure_after_the_run_began_names_its_partial_folder(tmp_path, capsys):
+    """A step that fails once the run's folder exists: the message names that folder."""
+    coco = tmp_path / "coco"
+    coco.mkdir()  # no train2017/ etc.: the data step fails after the run's folder is made
+    code = main.main(["--coco-dir", str(coco), "--profile", "tiny", "--run-name", "r",
+                      "--data-dir", str(tmp_path / "data"),
+                      "--results-dir", str(tmp_path / "results")])
+    assert code == 1
+    err = capsys.readouterr().err
+    partial = tmp_path / "results" / ".incomplete-r"
+    assert partial.is_dir()
+    assert f"partial output stays in {partial}" in err
+
+
+def test_an_existing_results_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "results" / "r").mkdir(parents=True)
+    code = main.main(["--profile", "tiny", "--run-name", "r",
+                      "--results-dir", str(tmp_path / "results")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "nothing was written" in err
+    assert not (tmp_path / "results" / ".incomplete-r").exists()
 
 
 def test_num_train_sizes_the_training_images_and_keeps_validation(tmp_path):

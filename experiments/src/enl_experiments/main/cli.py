@@ -233,6 +233,7 @@ def run(args) -> Path | None:
     run_dir = results / f".incomplete-{run_name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
+    args.run_dir = run_dir  # main() names it if a later step fails
     print(f"run {run_name}: profile {profile_name}, framework {args.framework}, seeds {seeds}, "
           f"variants {', '.join(models)}; building in {run_dir}")
 
@@ -383,6 +384,14 @@ def check_overrides(args) -> None:
         raise ValueError(f"`--learning-rate` must be a finite number > 0, received {rate!r}")
 
 
+def unfinished(run_dir: Path | None) -> str:
+    """What a failed or interrupted run left behind: its partial folder, or nothing."""
+    if run_dir is None:
+        return ("no results folder was completed; nothing was written (it failed before the "
+                "run began)")
+    return f"no results folder was completed; partial output stays in {run_dir}"
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -398,15 +407,15 @@ def main(argv=None) -> int:
     args.coco_dir = args.coco_dir or None
     args.profile = args.profile or None
     args.config_dir = args.config_dir or None
+    args.run_dir = None
     try:
         run(args)
     except (StepFailed, MissingExtra, ValueError, FileNotFoundError) as error:
         print(f"\nexperiment FAILED: {error}", file=sys.stderr)
-        print("no results folder was completed (partial output stays under "
-              f"{Path(args.results_dir).resolve()}/.incomplete-*)", file=sys.stderr)
+        print(unfinished(args.run_dir), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nexperiment interrupted; no results folder was completed", file=sys.stderr)
+        print(f"\nexperiment interrupted; {unfinished(args.run_dir)}", file=sys.stderr)
         return 130
     return 0
 
