@@ -265,3 +265,21 @@ def test_flips_written_before_the_wrong_way_rate_still_aggregate():
     table = context_eval.flip_table({"baseline": flips}, {"baseline": "baseline"})
     assert table.splitlines()[0] == "| flip rate (%) | baseline |"
     assert "net" not in table and "/" not in table
+
+
+def test_the_reach_axis_fits_the_rates_drawn():
+    from enl_experiments.main import figures
+
+    def curve(rate, std, against=None):
+        return {"distance": [64.0, 192.0], "rate": rate, "std": std, "n": [10, 10],
+                "against": against}
+
+    # A few percent: the axis shrinks to 10% so they can be read.
+    assert figures.rate_axis_top({"a": curve([0.3, None], [0.6, None])}) == 10.0
+    # The highest rate plus its spread, or a wrong-way rate, sets the top (with a margin).
+    assert figures.rate_axis_top({"a": curve([14.9, 0.0], [2.8, 0.0])}) == pytest.approx(
+        1.15 * 17.7)
+    assert figures.rate_axis_top({"a": curve([1.0, 2.0], [None, None], [None, 40.0]),
+                                  "b": curve([5.0, 0.0], [1.0, 0.0])}) == pytest.approx(46.0)
+    # 100% still fits.
+    assert figures.rate_axis_top({"a": curve([100.0, 90.0], [10.0, 0.0])}) == 102.0

@@ -228,6 +228,19 @@ def dct_filters(path, grid: tuple[int, int] = (32, 32), positions=((8, 8), (20, 
     return _save(fig, path)
 
 
+def rate_axis_top(curves: dict[str, dict]) -> float:
+    """The top of context_reach's y axis: the highest rate drawn (its spread and the
+    wrong-way rates included) plus a margin, at least 10% and at most 102%, so that
+    rates of a few percent are readable and 100% still fits."""
+    drawn = [0.0]
+    for curve in curves.values():
+        for rate, std in zip(curve["rate"], curve["std"], strict=True):
+            if rate is not None:
+                drawn.append(rate + (std or 0.0))
+        drawn += [a for a in curve.get("against") or [] if a is not None]
+    return float(min(102.0, max(10.0, 1.15 * max(drawn))))
+
+
 def context_reach(curves: dict[str, dict], path, reach: float | None = None) -> Path:
     """Flip rate against the distance to the deciding object, one curve per model.
 
@@ -264,7 +277,8 @@ def context_reach(curves: dict[str, dict], path, reach: float | None = None) -> 
                    label="baseline's theoretical reach")
     ax.set_xlabel("distance to the changed object (px)")
     ax.set_ylabel("flip rate (%); dashed: wrong-way rate")
-    ax.set_ylim(-2, 102)
+    top = rate_axis_top(curves)
+    ax.set_ylim(-top / 50, top)
     ax.set_title("context reach: scores that follow a change of context")
     ax.legend(fontsize=8)
     return _save(fig, path)
