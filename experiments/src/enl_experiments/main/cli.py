@@ -387,8 +387,8 @@ def check_overrides(args) -> None:
 def unfinished(run_dir: Path | None) -> str:
     """What a failed or interrupted run left behind: its partial folder, or nothing."""
     if run_dir is None:
-        return ("no results folder was completed; nothing was written (it failed before the "
-                "run began)")
+        return ("no results folder was completed; nothing was written (it stopped before the "
+                "run's folder was made)")
     return f"no results folder was completed; partial output stays in {run_dir}"
 
 
